@@ -1,0 +1,314 @@
+//! The content store: blobs on disk under `blobs/<algorithm>/<hex>`, written
+//! through [`BlobWriter`], which hashes while it writes and commits atomically.
+//!
+//! Invariant: a file under `blobs/` is complete, durable and matches its
+//! name. Partial data lives only under `ingest/`, which readers never look at.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use berth_oci::{Algorithm, Digest, Hasher};
+
+use crate::StoreError;
+
+/// Start kernel writeback every this many bytes so the final fsync only waits
+/// for the tail of a large blob instead of all of it.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+impl BlobStore {
+    pub(crate) fn open(root: &Path) -> io::Result<Self> {
+        let blobs = root.join("blobs");
+        let ingest = root.join("ingest");
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            fs::create_dir_all(blobs.join(alg.as_str()))?;
+        }
+        fs::create_dir_all(ingest.join("uploads"))?;
+        fs::create_dir_all(ingest.join("tmp"))?;
+        Ok(BlobStore { blobs, ingest })
+    }
+
+    /// Where the committed blob `digest` lives. The hex part is validated by
+    /// [`Digest`], so this never escapes `blobs/`.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.blobs
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// Size of a committed blob, or `None` if it is not in the store.
+    pub fn size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path(digest)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<File> {
+        File::open(self.path(digest))
+    }
+
+    /// Reads a whole (small) blob, e.g. a config.
+    pub fn read(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        fs::read(self.path(digest))
+    }
+
+    /// Removes a committed blob. Only garbage collection calls this.
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every committed blob, for garbage collection and verification.
+    pub fn list(&self) -> io::Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            for entry in fs::read_dir(self.blobs.join(alg.as_str()))? {
+                let name = entry?.file_name();
+                let name = name.to_string_lossy();
+                // Stray files that are not digests are ignored, never deleted.
+                if let Ok(d) = format!("{}:{name}", alg.as_str()).parse() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn upload_path(&self, id: &str) -> PathBuf {
+        self.ingest.join("uploads").join(id)
+    }
+
+    pub(crate) fn uploads_dir(&self) -> PathBuf {
+        self.ingest.join("uploads")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.ingest.join("tmp")
+    }
+
+    /// A writer for a blob whose digest is not trusted yet.
+    pub fn writer(&self) -> io::Result<BlobWriter> {
+        let path = self.tmp_dir().join(uuid::Uuid::new_v4().to_string());
+        BlobWriter::create(self.clone(), path)
+    }
+
+    /// Re-hashes `digest`'s committed file; `false` if it does not match.
+    pub fn verify(&self, digest: &Digest) -> io::Result<bool> {
+        let mut f = self.open_blob(digest)?;
+        let mut h = digest.algorithm().hasher();
+        hash_reader(&mut f, &mut h)?;
+        Ok(h.finish() == *digest)
+    }
+
+    fn commit_file(&self, tmp: &Path, digest: &Digest) -> io::Result<()> {
+        let dest = self.path(digest);
+        if dest.exists() {
+            // Already stored (deduplicated): drop our copy.
+            fs::remove_file(tmp)?;
+            return Ok(());
+        }
+        fs::rename(tmp, &dest)?;
+        File::open(dest.parent().expect("blob path has a parent"))?.sync_all()
+    }
+}
+
+fn hash_reader(r: &mut impl Read, h: &mut Hasher) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+}
+
+/// Streams data into `ingest/`, hashing as it goes (sha256), and commits it
+/// into `blobs/` only if digest and size match.
+pub struct BlobWriter {
+    store: BlobStore,
+    file: File,
+    path: PathBuf,
+    hasher: Hasher,
+    written: u64,
+    writeback_from: u64,
+}
+
+impl BlobWriter {
+    fn create(store: BlobStore, path: PathBuf) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(BlobWriter {
+            store,
+            file,
+            path,
+            hasher: Algorithm::Sha256.hasher(),
+            written: 0,
+            writeback_from: 0,
+        })
+    }
+
+    /// Reopens a partially written upload file (after a restart), re-hashing
+    /// what it already holds.
+    pub(crate) fn resume(store: BlobStore, path: PathBuf) -> io::Result<Self> {
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut hasher = Algorithm::Sha256.hasher();
+        let written = hash_reader(&mut file, &mut hasher)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(BlobWriter {
+            store,
+            file,
+            path,
+            hasher,
+            written,
+            writeback_from: written,
+        })
+    }
+
+    pub(crate) fn create_at(store: BlobStore, path: PathBuf) -> io::Result<Self> {
+        Self::create(store, path)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        if self.written - self.writeback_from >= WRITEBACK_STEP {
+            // Best effort: ask the kernel to start writing this range now.
+            // SAFETY: plain syscall on a file descriptor we own.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.writeback_from as i64,
+                    (self.written - self.writeback_from) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.writeback_from = self.written;
+        }
+        Ok(())
+    }
+
+    /// Verifies the content against `expected` (and `expected_size`), makes
+    /// it durable and moves it into the store. On mismatch the data stays in
+    /// ingest (an upload session may still be retried) and nothing is stored.
+    pub fn commit(
+        &mut self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if let Some(size) = expected_size {
+            if size != self.written {
+                return Err(StoreError::SizeInvalid {
+                    expected: size,
+                    actual: self.written,
+                });
+            }
+        }
+        let actual = match expected.algorithm() {
+            Algorithm::Sha256 => self.hasher.clone().finish(),
+            // Uploads are hashed with sha256 on the way in; other algorithms
+            // are rare enough to pay one re-read.
+            alg => {
+                let mut h = alg.hasher();
+                let mut f = File::open(&self.path)?;
+                hash_reader(&mut f, &mut h)?;
+                h.finish()
+            }
+        };
+        if actual != *expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.file.sync_data()?;
+        self.store.commit_file(&self.path, expected)?;
+        Ok(self.written)
+    }
+
+    /// Drops the partial data.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+
+    /// The sha256 of everything written so far.
+    pub fn current_digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    /// Reads back a range of what was written (used by tests and resumption).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_verifies_and_deduplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"hello");
+
+        let mut w = store.writer().unwrap();
+        w.write(b"hel").unwrap();
+        w.write(b"lo").unwrap();
+        assert!(matches!(
+            w.commit(&Digest::sha256_of(b"other"), None),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.size(&d).unwrap(), None, "nothing visible after a mismatch");
+        assert!(matches!(
+            w.commit(&d, Some(4)),
+            Err(StoreError::SizeInvalid { .. })
+        ));
+        assert_eq!(w.commit(&d, Some(5)).unwrap(), 5);
+        assert_eq!(store.read(&d).unwrap(), b"hello");
+        assert!(store.verify(&d).unwrap());
+
+        let mut again = store.writer().unwrap();
+        again.write(b"hello").unwrap();
+        again.commit(&d, None).unwrap();
+        assert_eq!(store.list().unwrap(), vec![d]);
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sha512_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = Digest::of(Algorithm::Sha512, b"x");
+        let mut w = store.writer().unwrap();
+        w.write(b"x").unwrap();
+        w.commit(&d, None).unwrap();
+        assert_eq!(store.size(&d).unwrap(), Some(1));
+    }
+}
