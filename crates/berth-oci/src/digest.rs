@@ -43,7 +43,9 @@ pub enum DigestError {
     MissingAlgorithm(String),
     #[error("digest algorithm {0:?} is not supported; use sha256 or sha512")]
     UnsupportedAlgorithm(String),
-    #[error("digest {0:?} is not valid: expected {1} lowercase hex characters after the algorithm")]
+    #[error(
+        "digest {0:?} is not valid: expected {1} lowercase hex characters after the algorithm"
+    )]
     BadEncoding(String, usize),
 }
 
@@ -89,7 +91,9 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadEncoding(s.to_string(), algorithm.hex_len()));
         }

@@ -231,7 +231,10 @@ mod tests {
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
         assert!(matches!(
-            ParsedManifest::parse(br#"{"schemaVersion":2,"layers":[]}"#, Some(mt::OCI_MANIFEST)),
+            ParsedManifest::parse(
+                br#"{"schemaVersion":2,"layers":[]}"#,
+                Some(mt::OCI_MANIFEST)
+            ),
             Err(ManifestError::MissingField(_, "config"))
         ));
         assert!(matches!(

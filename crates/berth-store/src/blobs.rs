@@ -285,7 +285,11 @@ mod tests {
             w.commit(&Digest::sha256_of(b"other"), None),
             Err(StoreError::DigestMismatch { .. })
         ));
-        assert_eq!(store.size(&d).unwrap(), None, "nothing visible after a mismatch");
+        assert_eq!(
+            store.size(&d).unwrap(),
+            None,
+            "nothing visible after a mismatch"
+        );
         assert!(matches!(
             w.commit(&d, Some(4)),
             Err(StoreError::SizeInvalid { .. })

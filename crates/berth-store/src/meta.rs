@@ -22,8 +22,7 @@ pub(crate) const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos"
 /// (repository, tag) -> manifest digest
 pub(crate) const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
 /// (repository, manifest digest) -> media type
-pub(crate) const MANIFESTS: TableDefinition<(&str, &str), &str> =
-    TableDefinition::new("manifests");
+pub(crate) const MANIFESTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("manifests");
 /// manifest digest -> manifest bytes, exactly as pushed (shared by repositories)
 pub(crate) const MANIFEST_BYTES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("manifest_bytes");

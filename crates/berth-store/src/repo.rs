@@ -45,7 +45,10 @@ pub struct Page {
     pub more: bool,
 }
 
-fn page_of(iter: impl Iterator<Item = Result<String, StoreError>>, n: Option<usize>) -> Result<Page, StoreError> {
+fn page_of(
+    iter: impl Iterator<Item = Result<String, StoreError>>,
+    n: Option<usize>,
+) -> Result<Page, StoreError> {
     let limit = n.unwrap_or(usize::MAX);
     let mut items = Vec::new();
     let mut more = false;
@@ -69,11 +72,17 @@ impl Store {
     /// Size of `digest` if the repository may serve it.
     pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let t = self.meta.read()?.open_table(BLOB_LINKS)?;
-        Ok(t.get((repo, digest.to_string().as_str()))?.map(|v| v.value()))
+        Ok(t.get((repo, digest.to_string().as_str()))?
+            .map(|v| v.value()))
     }
 
     /// Makes a committed blob visible in `repo`.
-    pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), StoreError> {
+    pub async fn link_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.meta
             .write(move |txn| link(txn, &repo, &digest, size))
@@ -82,11 +91,19 @@ impl Store {
 
     /// Cross-repository mount: links `digest` into `repo` if `from` has it.
     /// Returns the blob's size, or `None` if `from` does not have it.
-    pub async fn mount_blob(&self, from: &str, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    pub async fn mount_blob(
+        &self,
+        from: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StoreError> {
         let (from, repo, digest) = (from.to_string(), repo.to_string(), digest.to_string());
         self.meta
             .write(move |txn| {
-                let size = txn.open_table(BLOB_LINKS)?.get((from.as_str(), digest.as_str()))?.map(|v| v.value());
+                let size = txn
+                    .open_table(BLOB_LINKS)?
+                    .get((from.as_str(), digest.as_str()))?
+                    .map(|v| v.value());
                 if let Some(size) = size {
                     link(txn, &repo, &digest, size)?;
                 }
@@ -114,7 +131,11 @@ impl Store {
     }
 
     /// The manifest `reference` names in `repo`.
-    pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestEntry>, StoreError> {
+    pub fn manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<ManifestEntry>, StoreError> {
         let txn = self.meta.read()?;
         let digest = match reference {
             Reference::Digest(d) => d.to_string(),
@@ -135,7 +156,11 @@ impl Store {
         let digest = digest
             .parse()
             .map_err(|e| StoreError::Db(format!("stored digest is invalid: {e}")))?;
-        Ok(Some(ManifestEntry { digest, media_type, bytes }))
+        Ok(Some(ManifestEntry {
+            digest,
+            media_type,
+            bytes,
+        }))
     }
 
     /// Stores a manifest (and its tag, and its referrer entry) atomically.
@@ -146,20 +171,32 @@ impl Store {
     /// Deletes a manifest from `repo`, with every tag pointing at it.
     pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
-        self.meta.write(move |txn| delete_manifest(txn, &repo, &digest)).await
+        self.meta
+            .write(move |txn| delete_manifest(txn, &repo, &digest))
+            .await
     }
 
     /// Removes a tag; the manifest stays, reachable by digest.
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.meta
-            .write(move |txn| Ok(txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.is_some()))
+            .write(move |txn| {
+                Ok(txn
+                    .open_table(TAGS)?
+                    .remove((repo.as_str(), tag.as_str()))?
+                    .is_some())
+            })
             .await
     }
 
     /// Tags of `repo` in lexical order after `last`, at most `n`.
     /// `None` if the repository is unknown.
-    pub fn tags(&self, repo: &str, last: Option<&str>, n: Option<usize>) -> Result<Option<Page>, StoreError> {
+    pub fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Option<Page>, StoreError> {
         let txn = self.meta.read()?;
         if txn.open_table(REPOS)?.get(repo)?.is_none() {
             return Ok(None);
@@ -189,9 +226,10 @@ impl Store {
             Some(l) => Bound::Excluded(l),
             None => Bound::Unbounded,
         };
-        let iter = t
-            .range::<&str>((start, Bound::Unbounded))?
-            .map(|r| r.map(|(k, _)| k.value().to_string()).map_err(StoreError::from));
+        let iter = t.range::<&str>((start, Bound::Unbounded))?.map(|r| {
+            r.map(|(k, _)| k.value().to_string())
+                .map_err(StoreError::from)
+        });
         page_of(iter, n)
     }
 
@@ -214,7 +252,9 @@ impl Store {
             }
             let desc: serde_json::Value = serde_json::from_slice(v.value())
                 .map_err(|e| StoreError::Db(format!("referrer entry is corrupt: {e}")))?;
-            if artifact_type.is_none_or(|want| desc.get("artifactType").and_then(|a| a.as_str()) == Some(want)) {
+            if artifact_type
+                .is_none_or(|want| desc.get("artifactType").and_then(|a| a.as_str()) == Some(want))
+            {
                 out.push(desc);
             }
         }
@@ -222,13 +262,21 @@ impl Store {
     }
 }
 
-pub(crate) fn link(txn: &WriteTransaction, repo: &str, digest: &str, size: u64) -> Result<(), StoreError> {
+pub(crate) fn link(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    size: u64,
+) -> Result<(), StoreError> {
     txn.open_table(REPOS)?.insert(repo, ())?;
     txn.open_table(BLOB_LINKS)?.insert((repo, digest), size)?;
     Ok(())
 }
 
-fn put_manifest(txn: &WriteTransaction, put: PutManifest) -> Result<PutManifestOutcome, StoreError> {
+fn put_manifest(
+    txn: &WriteTransaction,
+    put: PutManifest,
+) -> Result<PutManifestOutcome, StoreError> {
     let repo = put.repo.as_str();
     let digest = put.digest.to_string();
     let parsed = &put.parsed;
@@ -254,7 +302,10 @@ fn put_manifest(txn: &WriteTransaction, put: PutManifest) -> Result<PutManifestO
     if parsed.kind == ManifestKind::Index && !put.allow_sparse_index {
         let manifests = txn.open_table(MANIFESTS)?;
         for child in &parsed.manifests {
-            if manifests.get((repo, child.digest.to_string().as_str()))?.is_none() {
+            if manifests
+                .get((repo, child.digest.to_string().as_str()))?
+                .is_none()
+            {
                 return Err(StoreError::ManifestBlobUnknown(child.digest.clone()));
             }
         }
@@ -270,7 +321,8 @@ fn put_manifest(txn: &WriteTransaction, put: PutManifest) -> Result<PutManifestO
     txn.open_table(MANIFESTS)?
         .insert((repo, digest.as_str()), parsed.media_type.as_str())?;
     if let Some(tag) = &put.tag {
-        txn.open_table(TAGS)?.insert((repo, tag.as_str()), digest.as_str())?;
+        txn.open_table(TAGS)?
+            .insert((repo, tag.as_str()), digest.as_str())?;
     }
     if let Some(subject) = &parsed.subject {
         let mut desc = serde_json::json!({
@@ -296,7 +348,11 @@ fn put_manifest(txn: &WriteTransaction, put: PutManifest) -> Result<PutManifestO
     })
 }
 
-pub(crate) fn delete_manifest(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool, StoreError> {
+pub(crate) fn delete_manifest(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+) -> Result<bool, StoreError> {
     if txn.open_table(MANIFESTS)?.remove((repo, digest))?.is_none() {
         return Ok(false);
     }
@@ -324,8 +380,8 @@ pub(crate) fn delete_manifest(txn: &WriteTransaction, repo: &str, digest: &str) 
         .and_then(|m| m.subject)
         .map(|s| s.digest.to_string());
     if let Some(subject) = subject {
-        txn.open_table(REFERRERS)?.remove((repo, subject.as_str(), digest))?;
+        txn.open_table(REFERRERS)?
+            .remove((repo, subject.as_str(), digest))?;
     }
     Ok(true)
 }
-

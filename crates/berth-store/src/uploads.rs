@@ -68,7 +68,8 @@ impl Store {
         if let Err(e) = self
             .meta
             .write(move |txn| {
-                txn.open_table(UPLOADS)?.insert(key.as_str(), value.as_slice())?;
+                txn.open_table(UPLOADS)?
+                    .insert(key.as_str(), value.as_slice())?;
                 Ok(())
             })
             .await
@@ -93,37 +94,66 @@ impl Store {
             .and_then(|v| serde_json::from_slice(v.value()).ok()))
     }
 
-    /// The writer of session `id` of `repo`, reopened from disk if this
-    /// process has not seen the session yet (e.g. after a restart).
-    pub async fn upload_writer(&self, repo: &str, id: &str) -> Result<SessionWriter, StoreError> {
-        let unknown = || StoreError::UploadUnknown(id.to_string());
+    /// The shared writer slot of session `id` of `repo`. Lock it for the
+    /// whole request and take the writer out with [`Store::checkout_writer`].
+    pub fn upload_writer(&self, repo: &str, id: &str) -> Result<SessionWriter, StoreError> {
         match self.upload_record(id)? {
             Some(r) if r.repo == repo => {}
-            _ => return Err(unknown()),
+            _ => return Err(StoreError::UploadUnknown(id.to_string())),
         }
-        if let Some(w) = self.uploads.live.lock().expect("uploads lock").get(id) {
-            return Ok(w.clone());
+        let mut live = self.uploads.live.lock().expect("uploads lock");
+        Ok(live
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+            .clone())
+    }
+
+    /// Takes the writer out of a locked slot. An empty slot (a session from
+    /// before a restart, or one whose last request broke off) is reopened
+    /// from the data on disk.
+    pub async fn checkout_writer(
+        &self,
+        id: &str,
+        slot: &mut Option<BlobWriter>,
+    ) -> Result<BlobWriter, StoreError> {
+        if let Some(w) = slot.take() {
+            return Ok(w);
         }
         let path = self.blobs.upload_path(id);
         let blobs = self.uploads.blobs.clone();
-        let writer = tokio::task::spawn_blocking(move || BlobWriter::resume(blobs, path))
+        tokio::task::spawn_blocking(move || BlobWriter::resume(blobs, path))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => unknown(),
+                std::io::ErrorKind::NotFound => StoreError::UploadUnknown(id.to_string()),
                 _ => StoreError::Io(e),
-            })?;
-        let mut live = self.uploads.live.lock().expect("uploads lock");
-        // Another request may have resumed it meanwhile; keep the first.
-        Ok(live
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Some(writer))))
-            .clone())
+            })
+    }
+
+    /// Bytes received so far by session `id` of `repo`.
+    pub fn upload_size(&self, repo: &str, id: &str) -> Result<u64, StoreError> {
+        match self.upload_record(id)? {
+            Some(r) if r.repo == repo => {}
+            _ => return Err(StoreError::UploadUnknown(id.to_string())),
+        }
+        match std::fs::metadata(self.blobs.upload_path(id)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::UploadUnknown(id.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Ends session `id` whose data was committed as `digest`: the blob
     /// becomes visible in the session's repository.
-    pub async fn finish_upload(&self, repo: &str, id: &str, digest: &Digest, size: u64) -> Result<(), StoreError> {
+    pub async fn finish_upload(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let (repo, key, digest) = (repo.to_string(), id.to_string(), digest.to_string());
         self.meta
             .write(move |txn| {
@@ -135,18 +165,23 @@ impl Store {
         Ok(())
     }
 
-    /// Cancels session `id`, dropping its data.
-    pub async fn cancel_upload(&self, id: &str) -> Result<bool, StoreError> {
-        if !valid_id(id) {
-            return Ok(false);
+    /// Cancels session `id` of `repo`, dropping its data. Waits for a
+    /// request still writing to it.
+    pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<(), StoreError> {
+        let slot = self.upload_writer(repo, id)?;
+        let mut guard = slot.lock().await;
+        if let Some(w) = guard.take() {
+            w.discard();
         }
         let key = id.to_string();
-        let existed = self
-            .meta
-            .write(move |txn| Ok(txn.open_table(UPLOADS)?.remove(key.as_str())?.is_some()))
+        self.meta
+            .write(move |txn| {
+                txn.open_table(UPLOADS)?.remove(key.as_str())?;
+                Ok(())
+            })
             .await?;
         self.uploads.forget(id);
         let _ = std::fs::remove_file(self.blobs.upload_path(id));
-        Ok(existed)
+        Ok(())
     }
 }

@@ -1,0 +1,178 @@
+//! Streaming between HTTP bodies and blob files. File I/O runs on blocking
+//! threads, connected to the async side by small bounded channels, so a blob
+//! is never held in memory whole and the network and disk work overlap.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use berth_store::BlobWriter;
+
+/// Bytes read from disk per chunk when serving a blob.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Why writing a request body stopped early.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client's stream broke off.
+    Client(String),
+    /// The disk write failed.
+    Io(std::io::Error),
+}
+
+/// Appends the request body to `writer` on a blocking thread. The writer is
+/// always handed back, holding whatever arrived before an error.
+pub async fn write_body(mut writer: BlobWriter, body: Body) -> (BlobWriter, Result<(), BodyError>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let disk = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            if let Err(e) = writer.write(&chunk) {
+                return (writer, Err(e));
+            }
+        }
+        (writer, Ok(()))
+    });
+    let mut stream = body.into_data_stream();
+    let mut client_error = None;
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the disk side failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                client_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (writer, disk_result) = disk.await.expect("blob writer thread panicked");
+    let result = match (disk_result, client_error) {
+        (Err(e), _) => Err(BodyError::Io(e)),
+        (Ok(()), Some(e)) => Err(BodyError::Client(e)),
+        (Ok(()), None) => Ok(()),
+    };
+    (writer, result)
+}
+
+/// A body streaming `len` bytes of `file` from `start`.
+pub fn file_body(file: File, start: u64, len: u64) -> Body {
+    if len == 0 {
+        return Body::empty();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut offset = start;
+        let end = start + len;
+        while offset < end {
+            let want = READ_CHUNK.min((end - offset) as usize);
+            let mut buf = BytesMut::zeroed(want);
+            let result = match file.read_at(&mut buf, offset) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    offset += n as u64;
+                    Ok(buf.freeze())
+                }
+                Err(e) => Err(e),
+            };
+            let failed = result.is_err();
+            if tx.blocking_send(result).is_err() || failed {
+                return; // client went away, or the read failed
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
+}
+
+/// A `Range: bytes=...` request resolved against a blob of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No (usable) Range header: send everything.
+    Full,
+    /// Send `[start, start+len)`.
+    Partial { start: u64, len: u64 },
+    /// Syntactically valid but outside the blob: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single-range `Range` header. Multiple ranges and unknown units are
+/// answered with the whole blob, as RFC 9110 allows.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        // bytes=-N: the last N bytes
+        (true, false) => match b.parse::<u64>() {
+            Ok(0) => return RangeRequest::Unsatisfiable,
+            Ok(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
+            Err(_) => None,
+        },
+        (false, true) => a.parse::<u64>().ok().map(|s| (s, size.saturating_sub(1))),
+        (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.saturating_sub(1)))),
+            _ => None,
+        },
+        (true, true) => None,
+    };
+    match parsed {
+        None => RangeRequest::Full,
+        Some((start, _)) if start >= size => RangeRequest::Unsatisfiable,
+        Some((start, end)) => RangeRequest::Partial {
+            start,
+            len: end - start + 1,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(
+            parse_range(Some("bytes=0-4"), 10),
+            Partial { start: 0, len: 5 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            Partial { start: 5, len: 5 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            Partial { start: 7, len: 3 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            Partial { start: 8, len: 2 }
+        );
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+    }
+}

@@ -1,0 +1,197 @@
+//! `berth serve`: the OCI distribution-spec v1.1 API (plus Docker's schema 2
+//! compatibility) over a berth root.
+//!
+//! Requests go through one dispatcher ([`route::parse`] picks the endpoint,
+//! repository names are checked against the spec grammar) to a handler in
+//! [`blobs`], [`uploads`], [`manifests`] or [`listing`]. Handlers only speak
+//! HTTP; storage rules live in `berth-store`.
+
+pub mod blobs;
+pub mod body;
+pub mod error;
+pub mod listing;
+pub mod manifests;
+pub mod route;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use axum::Router;
+use berth_store::Store;
+
+pub use error::ApiError;
+use route::Route;
+
+/// Largest manifest accepted; larger pushes get 413.
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// Behaviour switches of a running registry.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Refuse every write (pushes, uploads, deletes) with 405 UNSUPPORTED.
+    pub read_only: bool,
+    /// Allow DELETE of manifests, tags and blobs.
+    pub delete_enabled: bool,
+    /// Accept an index whose child manifests are not in the repository.
+    pub allow_sparse_index: bool,
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            read_only: false,
+            delete_enabled: true,
+            allow_sparse_index: false,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+        }
+    }
+}
+
+pub struct Registry {
+    pub store: Arc<Store>,
+    pub settings: Settings,
+}
+
+pub type Shared = Arc<Registry>;
+
+/// What a handler sees of a request.
+pub struct Request {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub query: HashMap<String, String>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The router: every path goes to the dispatcher.
+pub fn router(registry: Shared) -> Router {
+    Router::new().fallback(dispatch).with_state(registry)
+}
+
+async fn dispatch(
+    State(reg): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let req = Request {
+        method,
+        uri,
+        headers,
+        body,
+        query,
+    };
+    tracing::debug!(method = %req.method, uri = %req.uri, "request");
+    let mut resp = match handle(&reg, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn handle(reg: &Registry, req: Request) -> Result<Response> {
+    let path = req.uri.path().to_string();
+    let Some(route) = route::parse(&path) else {
+        return Err(ApiError::unsupported(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path}"),
+        ));
+    };
+    let name = match route {
+        Route::Base | Route::Catalog => None,
+        Route::Tags(n)
+        | Route::Manifest(n, _)
+        | Route::Blob(n, _)
+        | Route::UploadStart(n)
+        | Route::Upload(n, _)
+        | Route::Referrers(n, _) => Some(n),
+    };
+    if let Some(name) = name {
+        berth_oci::validate_repository(name)?;
+    }
+    let m = req.method.clone();
+    let is_write = !matches!(m, Method::GET | Method::HEAD);
+    if is_write && reg.settings.read_only && route != Route::Base {
+        return Err(ApiError::read_only());
+    }
+    if m == Method::DELETE && !reg.settings.delete_enabled {
+        return Err(ApiError::delete_disabled());
+    }
+    match (route, m) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &req),
+        (Route::Tags(n), Method::GET) => listing::tags(reg, n, &req),
+        (Route::Referrers(n, d), Method::GET) => listing::referrers(reg, n, d, &req),
+        (Route::Manifest(n, r), Method::GET | Method::HEAD) => manifests::get(reg, n, r, &req),
+        (Route::Manifest(n, r), Method::PUT) => manifests::put(reg, n, r, req).await,
+        (Route::Manifest(n, r), Method::DELETE) => manifests::delete(reg, n, r).await,
+        (Route::Blob(n, d), Method::GET | Method::HEAD) => blobs::get(reg, n, d, &req),
+        (Route::Blob(n, d), Method::DELETE) => blobs::delete(reg, n, d).await,
+        (Route::UploadStart(n), Method::POST) => uploads::start(reg, n, req).await,
+        (Route::Upload(n, id), Method::GET) => uploads::status(reg, n, id).await,
+        (Route::Upload(n, id), Method::PATCH) => uploads::patch(reg, n, id, req).await,
+        (Route::Upload(n, id), Method::PUT) => uploads::finish(reg, n, id, req).await,
+        (Route::Upload(n, id), Method::DELETE) => uploads::cancel(reg, n, id).await,
+        (_, m) => Err(ApiError::unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {m} is not allowed on {path}"),
+        )),
+    }
+}
+
+/// An empty-bodied response with the given headers.
+pub fn empty(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
+    let mut resp = (status, Body::empty()).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-length", HeaderValue::from_static("0"));
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+    resp
+}
+
+/// Serves `registry` on `listener` until `shutdown` resolves; requests in
+/// flight then finish before this returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // Small responses (manifests, 202s) must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
