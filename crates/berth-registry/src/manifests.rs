@@ -9,7 +9,10 @@ use berth_store::PutManifest;
 use crate::{empty, ApiError, Registry, Request, Result};
 
 pub fn get(reg: &Registry, name: &str, reference: &str, req: &Request) -> Result<Response> {
-    let reference = Reference::parse(reference)?;
+    // A reference that cannot name anything names nothing: 404, as the
+    // conformance suite and distribution expect, not 400.
+    let reference =
+        Reference::parse(reference).map_err(|_| ApiError::manifest_unknown(reference))?;
     let m = reg
         .store
         .manifest(name, &reference)?
