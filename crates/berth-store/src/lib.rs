@@ -12,6 +12,7 @@
 //! ```
 
 pub mod blobs;
+pub mod fsck;
 pub mod gc;
 pub mod meta;
 pub mod repo;
@@ -25,6 +26,7 @@ use berth_oci::Digest;
 use nix::fcntl::{Flock, FlockArg};
 
 pub use blobs::{BlobStore, BlobWriter};
+pub use fsck::FsckReport;
 pub use gc::{GcOptions, GcReport};
 pub use meta::Meta;
 pub use repo::{ManifestEntry, PutManifest, PutManifestOutcome};

@@ -33,6 +33,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Remove blobs no manifest references (offline: stop the server first)
     Gc(serve::GcArgs),
+    /// Check the local root: re-hash every blob, resolve every manifest's references
+    Fsck,
 }
 
 fn init_logging(level: &str) {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             });
             serve::gc(cli.root, args)
         }
+        Command::Fsck => serve::fsck(cli.root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

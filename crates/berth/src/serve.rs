@@ -167,3 +167,24 @@ pub fn gc(root: Option<PathBuf>, args: GcArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+pub fn fsck(root: Option<PathBuf>) -> anyhow::Result<()> {
+    let root = root.unwrap_or_else(berth_store::default_root);
+    let store = Store::open(&root, Access::Shared)
+        .with_context(|| format!("cannot open the berth root {}", root.display()))?;
+    let report = store.fsck()?;
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    println!(
+        "checked {} blobs and {} manifests: {} problems",
+        report.blobs_checked,
+        report.manifests_checked,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("the root {} is inconsistent (see above)", root.display())
+    }
+}
