@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (Debian packages, cargo tools) and
+# runs the whole suite: unit and integration tests (cargo), the real-client
+# tier (skopeo, podman, buildah, Docker engine, curl), and a short fuzz run.
+# Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker.io skopeo podman buildah umoci jq curl busybox-static docker-registry uidmap)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+failed=()
+step() {
+    local name=$1
+    shift
+    echo "== $name"
+    if "$@"; then echo "== $name: ok"; else echo "== $name: FAILED"; failed+=("$name"); fi
+}
+
+step "cargo build (release)" cargo build --release --locked -p berth
+step "cargo test" cargo test --workspace --locked
+if [ -x tests/clients/run.sh ]; then
+    step "real clients" tests/clients/run.sh
+fi
+if [ -x fuzz/run.sh ]; then
+    step "fuzz (short)" fuzz/run.sh "${BERTH_FUZZ_SECONDS:-15}"
+fi
+
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "all test steps passed"
