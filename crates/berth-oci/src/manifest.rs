@@ -92,8 +92,12 @@ fn is_schema1(media_type: &str) -> bool {
 impl ParsedManifest {
     /// Parses `bytes` pushed with the given Content-Type (if any).
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, ManifestError> {
+        // serde_json does not check the UTF-8 of values it skips (unknown
+        // fields), so check the whole text first: a manifest must be JSON.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ManifestError::Json(format!("manifest is not UTF-8: {e}")))?;
         let raw: Raw =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         let content_type = content_type.map(mt::essence).filter(|c| !c.is_empty());
         let field = raw.media_type.as_deref();
 
@@ -248,5 +252,27 @@ mod tests {
             ParsedManifest::parse(br#"{"schemaVersion":2}"#, Some("text/plain")),
             Err(ManifestError::UnknownMediaType(_))
         ));
+    }
+
+    /// Found by fuzzing: invalid UTF-8 inside a field berth does not read
+    /// (here `name`) was skipped unchecked, so non-JSON bytes were accepted.
+    #[test]
+    fn refuses_invalid_utf8_in_unknown_fields() {
+        let mut body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"name":"XX"}}"#,
+            mt::OCI_INDEX
+        )
+        .into_bytes();
+        let at = body.windows(2).position(|w| w == b"XX").unwrap();
+        body[at] = 0xff;
+        body[at + 1] = 0xfe;
+        assert!(matches!(
+            ParsedManifest::parse(&body, None),
+            Err(ManifestError::Json(_))
+        ));
+        // The same manifest with valid text is fine.
+        body[at] = b'a';
+        body[at + 1] = b'b';
+        assert!(ParsedManifest::parse(&body, None).is_ok());
     }
 }

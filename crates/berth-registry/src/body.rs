@@ -60,6 +60,24 @@ pub async fn write_body(mut writer: BlobWriter, body: Body) -> (BlobWriter, Resu
     (writer, result)
 }
 
+/// Refused request bodies are read and dropped up to this many bytes before
+/// the error goes out; past it the connection is simply closed.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads what is left of a refused request's body. An answer sent while the
+/// client is still writing reaches it as a connection reset (the kernel
+/// resets a socket closed with unread data), not as the error.
+pub async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        total += chunk.len() as u64;
+        if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// A body streaming `len` bytes of `file` from `start`.
 pub fn file_body(file: File, start: u64, len: u64) -> Body {
     if len == 0 {
@@ -122,14 +140,14 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let (a, b) = (a.trim(), b.trim());
     let parsed = match (a.is_empty(), b.is_empty()) {
         // bytes=-N: the last N bytes
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => return RangeRequest::Unsatisfiable,
-            Ok(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
-            Err(_) => None,
+        (true, false) => match parse_decimal(b) {
+            Some(0) => return RangeRequest::Unsatisfiable,
+            Some(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
+            None => None,
         },
-        (false, true) => a.parse::<u64>().ok().map(|s| (s, size.saturating_sub(1))),
-        (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.saturating_sub(1)))),
+        (false, true) => parse_decimal(a).map(|s| (s, size.saturating_sub(1))),
+        (false, false) => match (parse_decimal(a), parse_decimal(b)) {
+            (Some(s), Some(e)) if s <= e => Some((s, e.min(size.saturating_sub(1)))),
             _ => None,
         },
         (true, true) => None,
@@ -142,6 +160,28 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
             len: end - start + 1,
         },
     }
+}
+
+/// A number as HTTP writes one (`1*DIGIT`): `u64::from_str` alone would
+/// also take a leading `+`.
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses a chunk's `Content-Range: <start>-<end>` value (inclusive end; a
+/// `bytes ` prefix and a `/<total>` suffix are tolerated). `None` when it is
+/// malformed, `start > end`, or the chunk length `end - start + 1` does not
+/// fit in a u64 (`0-18446744073709551615`).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let spec = value.trim();
+    let spec = spec.strip_prefix("bytes ").unwrap_or(spec);
+    let spec = spec.split('/').next().unwrap_or(spec);
+    spec.split_once('-')
+        .and_then(|(a, b)| Some((parse_decimal(a.trim())?, parse_decimal(b.trim())?)))
+        .filter(|&(a, b)| a <= b && b - a < u64::MAX)
 }
 
 #[cfg(test)]
@@ -174,5 +214,47 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+    }
+
+    /// Found by fuzzing: `u64::from_str` takes a leading '+', so these
+    /// invalid ranges were served as partial content instead of ignored.
+    #[test]
+    fn ranges_are_digits_only() {
+        use RangeRequest::*;
+        assert_eq!(parse_range(Some("bytes=+0-4"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-+4"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=+5-"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=-+3"), 10), Full);
+        assert_eq!(
+            parse_range(Some("bytes= 0 - 4 "), 10),
+            Partial { start: 0, len: 5 }
+        );
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-1023"), Some((0, 1023)));
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
+        assert_eq!(parse_content_range(" 7 - 7 "), Some((7, 7)));
+        for bad in [
+            "",
+            "5",
+            "9-5",
+            "a-b",
+            "-5",
+            "5-",
+            "+0-5",
+            "0-+5",
+            "bytes=0-5",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?} accepted");
+        }
+        // Found by fuzzing: a chunk of 2^64 bytes overflowed the length
+        // uploads::append computes as `end - start + 1`.
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        assert_eq!(
+            parse_content_range("1-18446744073709551615"),
+            Some((1, u64::MAX))
+        );
     }
 }

@@ -1,4 +1,7 @@
 //! The spec's JSON error responses (`{"errors":[{code,message,detail}]}`).
+//!
+//! Codes are the spec's, plus two of distribution's that Docker clients
+//! know: `TAG_INVALID` and `RANGE_INVALID` (every 416).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

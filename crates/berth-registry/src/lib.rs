@@ -117,7 +117,16 @@ async fn dispatch(
     resp
 }
 
-async fn handle(reg: &Registry, req: Request) -> Result<Response> {
+async fn handle(reg: &Registry, mut req: Request) -> Result<Response> {
+    let result = handle_route(reg, &mut req).await;
+    if result.is_err() {
+        // Handlers leave the body in `req` unless they consumed it.
+        body::drain(std::mem::take(&mut req.body)).await;
+    }
+    result
+}
+
+async fn handle_route(reg: &Registry, req: &mut Request) -> Result<Response> {
     let path = req.uri.path().to_string();
     let Some(route) = route::parse(&path) else {
         return Err(ApiError::unsupported(
@@ -142,18 +151,22 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response> {
     if is_write && reg.settings.read_only && route != Route::Base {
         return Err(ApiError::read_only());
     }
-    if m == Method::DELETE && !reg.settings.delete_enabled {
+    // Cancelling an upload session deletes no content: not covered.
+    if m == Method::DELETE
+        && !reg.settings.delete_enabled
+        && matches!(route, Route::Manifest(..) | Route::Blob(..))
+    {
         return Err(ApiError::delete_disabled());
     }
     match (route, m) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(listing::base()),
-        (Route::Catalog, Method::GET) => listing::catalog(reg, &req),
-        (Route::Tags(n), Method::GET) => listing::tags(reg, n, &req),
-        (Route::Referrers(n, d), Method::GET) => listing::referrers(reg, n, d, &req),
-        (Route::Manifest(n, r), Method::GET | Method::HEAD) => manifests::get(reg, n, r, &req),
+        (Route::Catalog, Method::GET) => listing::catalog(reg, req),
+        (Route::Tags(n), Method::GET) => listing::tags(reg, n, req),
+        (Route::Referrers(n, d), Method::GET) => listing::referrers(reg, n, d, req),
+        (Route::Manifest(n, r), Method::GET | Method::HEAD) => manifests::get(reg, n, r, req),
         (Route::Manifest(n, r), Method::PUT) => manifests::put(reg, n, r, req).await,
         (Route::Manifest(n, r), Method::DELETE) => manifests::delete(reg, n, r).await,
-        (Route::Blob(n, d), Method::GET | Method::HEAD) => blobs::get(reg, n, d, &req),
+        (Route::Blob(n, d), Method::GET | Method::HEAD) => blobs::get(reg, n, d, req),
         (Route::Blob(n, d), Method::DELETE) => blobs::delete(reg, n, d).await,
         (Route::UploadStart(n), Method::POST) => uploads::start(reg, n, req).await,
         (Route::Upload(n, id), Method::GET) => uploads::status(reg, n, id).await,

@@ -25,10 +25,12 @@ pub fn base() -> Response {
 fn page_size(req: &Request) -> Result<Option<usize>> {
     match req.param("n") {
         None | Some("") => Ok(None),
+        // UNSUPPORTED ("invalid set of parameters"): the spec allows only
+        // its own error codes, so not distribution's PAGINATION_NUMBER_INVALID.
         Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "PAGINATION_NUMBER_INVALID",
+                "UNSUPPORTED",
                 format!("invalid page size n={n:?}: use a non-negative integer"),
             )
         }),

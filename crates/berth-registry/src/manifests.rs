@@ -5,7 +5,9 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, ParsedManifest, Reference};
 use berth_store::PutManifest;
+use futures_util::StreamExt;
 
+use crate::body::DRAIN_LIMIT;
 use crate::{empty, ApiError, Registry, Request, Result};
 
 pub fn get(reg: &Registry, name: &str, reference: &str, req: &Request) -> Result<Response> {
@@ -39,7 +41,12 @@ pub fn get(reg: &Registry, name: &str, reference: &str, req: &Request) -> Result
     Ok(resp)
 }
 
-pub async fn put(reg: &Registry, name: &str, reference: &str, req: Request) -> Result<Response> {
+pub async fn put(
+    reg: &Registry,
+    name: &str,
+    reference: &str,
+    req: &mut Request,
+) -> Result<Response> {
     let reference = Reference::parse(reference)?;
     let limit = reg.settings.max_manifest_bytes;
     let too_large = || {
@@ -49,18 +56,41 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: Request) -> R
             format!("manifest is larger than the registry's limit of {limit} bytes"),
         )
     };
-    if req
+    let declared = req
         .header("content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-        .is_some_and(|l| l > limit)
-    {
+        .and_then(|l| l.parse::<u64>().ok());
+    if declared.is_some_and(|l| l > DRAIN_LIMIT) {
         return Err(too_large());
     }
     let content_type = req.header("content-type").map(str::to_string);
-    let bytes = axum::body::to_bytes(req.body, limit)
-        .await
-        .map_err(|_| too_large())?
-        .to_vec();
+    let mut bytes = Vec::new();
+    let mut over = declared.is_some_and(|l| l > limit as u64);
+    let mut stream = std::mem::take(&mut req.body).into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                format!("the manifest body broke off: {e}"),
+            )
+        })?;
+        // Past the limit, keep reading (and dropping) the body: see
+        // `body::drain`.
+        total += chunk.len() as u64;
+        over |= bytes.len() + chunk.len() > limit;
+        if over {
+            bytes.clear();
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        } else {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(too_large());
+    }
 
     let (digest, tag) = match reference {
         Reference::Digest(d) => {

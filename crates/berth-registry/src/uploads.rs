@@ -8,7 +8,7 @@ use berth_oci::Digest;
 use berth_store::{BlobWriter, StoreError};
 
 use crate::blobs::parse_digest;
-use crate::body::{write_body, BodyError};
+use crate::body::{parse_content_range, write_body, BodyError};
 use crate::{empty, ApiError, Registry, Request, Result};
 
 /// The `Range` value reporting `size` bytes received (inclusive end, as
@@ -62,14 +62,7 @@ fn content_range(req: &Request) -> Result<Option<(u64, u64)>> {
     let Some(v) = req.header("content-range") else {
         return Ok(None);
     };
-    let spec = v.trim();
-    let spec = spec.strip_prefix("bytes ").unwrap_or(spec);
-    let spec = spec.split('/').next().unwrap_or(spec);
-    let parsed = spec
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-        .filter(|(a, b)| a <= b);
-    match parsed {
+    match parse_content_range(v) {
         Some(r) => Ok(Some(r)),
         None => Err(ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -79,7 +72,7 @@ fn content_range(req: &Request) -> Result<Option<(u64, u64)>> {
     }
 }
 
-pub async fn start(reg: &Registry, name: &str, req: Request) -> Result<Response> {
+pub async fn start(reg: &Registry, name: &str, req: &mut Request) -> Result<Response> {
     if let Some(mount) = req.param("mount") {
         let digest = parse_digest(mount)?;
         if let Some(from) = req.param("from").filter(|f| !f.is_empty()) {
@@ -92,7 +85,7 @@ pub async fn start(reg: &Registry, name: &str, req: Request) -> Result<Response>
     } else if let Some(d) = req.param("digest") {
         let digest = parse_digest(d)?;
         let writer = reg.store.blobs.writer().map_err(ApiError::internal)?;
-        let (writer, written) = write_body(writer, req.body).await;
+        let (writer, written) = write_body(writer, std::mem::take(&mut req.body)).await;
         if let Err(e) = written {
             writer.discard();
             return Err(body_error(e));
@@ -126,9 +119,9 @@ async fn append(
     name: &str,
     id: &str,
     writer: BlobWriter,
-    req: Request,
+    req: &mut Request,
 ) -> (BlobWriter, Result<()>) {
-    let range = match content_range(&req) {
+    let range = match content_range(req) {
         Ok(r) => r,
         Err(e) => return (writer, Err(e)),
     };
@@ -161,11 +154,11 @@ async fn append(
             );
         }
     }
-    let (writer, r) = write_body(writer, req.body).await;
+    let (writer, r) = write_body(writer, std::mem::take(&mut req.body)).await;
     (writer, r.map_err(body_error))
 }
 
-pub async fn patch(reg: &Registry, name: &str, id: &str, req: Request) -> Result<Response> {
+pub async fn patch(reg: &Registry, name: &str, id: &str, req: &mut Request) -> Result<Response> {
     let slot = reg.store.upload_writer(name, id)?;
     let mut guard = slot.lock().await;
     let writer = reg.store.checkout_writer(id, &mut guard).await?;
@@ -179,7 +172,7 @@ pub async fn patch(reg: &Registry, name: &str, id: &str, req: Request) -> Result
     ))
 }
 
-pub async fn finish(reg: &Registry, name: &str, id: &str, req: Request) -> Result<Response> {
+pub async fn finish(reg: &Registry, name: &str, id: &str, req: &mut Request) -> Result<Response> {
     let digest = match req.param("digest") {
         Some(d) => parse_digest(d)?,
         None => {
