@@ -8,7 +8,9 @@ pub mod digest;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
+pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use name::{validate_repository, validate_tag, NameError, Reference};
+pub use reference::{ImageRef, ReferenceError};
