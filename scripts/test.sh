@@ -18,6 +18,10 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A real ORAS client for the seeds' oras demo (the Python SDK; no oras CLI
+# package exists in Debian 12).
+python3 -c 'import oras.client' 2>/dev/null || pip install -q 'oras>=0.2,<0.3' || echo "warning: could not install the oras Python SDK"
+
 failed=()
 step() {
     local name=$1

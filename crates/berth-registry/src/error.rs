@@ -86,7 +86,7 @@ impl ApiError {
     pub fn read_only() -> Self {
         Self::unsupported(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the registry is in read-only mode; restart it without --read-only to push",
+            "the registry is in read-only mode: pushes and deletes are refused (restart it without --read-only to allow them)",
         )
     }
 
