@@ -161,11 +161,14 @@ impl ImageRef {
 
     /// The short form Docker prints: `alpine:latest`, `user/app:1`.
     pub fn familiar(&self) -> String {
-        let mut s = if self.registry == DOCKER_HUB {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_string()
+        let first = self.repository.split('/').next().unwrap_or_default();
+        // Docker Hub names are shortened unless the short form would read as
+        // another registry's (`docker.io/l.io/x` stays as it is).
+        let mut s = if self.registry == DOCKER_HUB && !looks_like_host(first) {
+            match self.repository.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short.to_string(),
+                _ => self.repository.clone(),
+            }
         } else {
             self.name()
         };
@@ -241,6 +244,12 @@ mod tests {
         );
         assert_eq!(p("[::1]:5000/test").registry, "[::1]:5000");
         assert_eq!(p("alpine").familiar(), "alpine:latest");
+        // Found by fuzzing: a Hub repository whose first component looks
+        // like a host keeps its registry in the familiar form.
+        let r = p("docker.io/l.io/x");
+        assert_eq!(r.familiar(), "docker.io/l.io/x:latest");
+        assert_eq!(p(&r.familiar()), r);
+        assert_eq!(p("library/a/b").familiar(), "library/a/b:latest");
         assert_eq!(p("alpine").api_host(), DOCKER_HUB_API);
     }
 
