@@ -137,13 +137,63 @@ fn hash_reader(r: &mut impl Read, h: &mut Hasher) -> io::Result<u64> {
     }
 }
 
+/// Past this many bytes a writer hashes on its own thread, so hashing and
+/// the page-cache copy of large blobs run side by side on two cores.
+const BACKGROUND_HASH_AFTER: u64 = 4 << 20;
+
+/// The running sha256 of a writer: inline, or on a helper thread fed the
+/// same chunks in order (bounded, so memory stays a few chunks).
+enum HashState {
+    Inline(Hasher),
+    Background {
+        chunks: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        done: std::thread::JoinHandle<Hasher>,
+    },
+}
+
+impl HashState {
+    /// Brings the hash back inline (waits for the helper to catch up).
+    fn settle(&mut self) -> &mut Hasher {
+        let state = std::mem::replace(self, HashState::Inline(Algorithm::Sha256.hasher()));
+        *self = match state {
+            HashState::Background { chunks, done } => {
+                drop(chunks); // ends the helper's loop
+                HashState::Inline(done.join().expect("hasher thread panicked"))
+            }
+            inline => inline,
+        };
+        match self {
+            HashState::Inline(h) => h,
+            HashState::Background { .. } => unreachable!("settled above"),
+        }
+    }
+
+    /// Moves the hash to a helper thread.
+    fn offload(&mut self) -> io::Result<()> {
+        if let HashState::Inline(h) = self {
+            let mut h = std::mem::replace(h, Algorithm::Sha256.hasher());
+            let (chunks, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(1);
+            let done = std::thread::Builder::new()
+                .name("berth-hash".into())
+                .spawn(move || {
+                    for c in rx {
+                        h.update(&c);
+                    }
+                    h
+                })?;
+            *self = HashState::Background { chunks, done };
+        }
+        Ok(())
+    }
+}
+
 /// Streams data into `ingest/`, hashing as it goes (sha256), and commits it
 /// into `blobs/` only if digest and size match.
 pub struct BlobWriter {
     store: BlobStore,
     file: File,
     path: PathBuf,
-    hasher: Hasher,
+    hasher: HashState,
     written: u64,
     writeback_from: u64,
 }
@@ -158,7 +208,7 @@ impl BlobWriter {
             store,
             file,
             path,
-            hasher: Algorithm::Sha256.hasher(),
+            hasher: HashState::Inline(Algorithm::Sha256.hasher()),
             written: 0,
             writeback_from: 0,
         })
@@ -175,7 +225,7 @@ impl BlobWriter {
             store,
             file,
             path,
-            hasher,
+            hasher: HashState::Inline(hasher),
             written,
             writeback_from: written,
         })
@@ -195,8 +245,27 @@ impl BlobWriter {
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.settle().update(data);
+        self.write_file(data)
+    }
+
+    /// Like [`BlobWriter::write`], for shared chunks: once the blob is large,
+    /// the chunk is hashed on a helper thread while it is written here.
+    pub fn write_bytes(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
+        if self.written < BACKGROUND_HASH_AFTER {
+            return self.write(&chunk);
+        }
+        self.hasher.offload()?;
+        if let HashState::Background { chunks, .. } = &self.hasher {
+            chunks
+                .send(chunk.clone())
+                .map_err(|_| io::Error::other("hasher thread stopped"))?;
+        }
+        self.write_file(&chunk)
+    }
+
+    fn write_file(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data)?;
-        self.hasher.update(data);
         self.written += data.len() as u64;
         if self.written - self.writeback_from >= WRITEBACK_STEP {
             // Best effort: ask the kernel to start writing this range now.
@@ -231,7 +300,7 @@ impl BlobWriter {
             }
         }
         let actual = match expected.algorithm() {
-            Algorithm::Sha256 => self.hasher.clone().finish(),
+            Algorithm::Sha256 => self.hasher.settle().clone().finish(),
             // Uploads are hashed with sha256 on the way in; other algorithms
             // are rare enough to pay one re-read.
             alg => {
@@ -258,8 +327,8 @@ impl BlobWriter {
     }
 
     /// The sha256 of everything written so far.
-    pub fn current_digest(&self) -> Digest {
-        self.hasher.clone().finish()
+    pub fn current_digest(&mut self) -> Digest {
+        self.hasher.settle().clone().finish()
     }
 
     /// Reads back a range of what was written (used by tests and resumption).
@@ -303,6 +372,32 @@ mod tests {
         again.commit(&d, None).unwrap();
         assert_eq!(store.list().unwrap(), vec![d]);
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn large_writes_hash_in_the_background_and_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let mut w = store.writer().unwrap();
+        for (i, chunk) in data.chunks(400 << 10).enumerate() {
+            if i % 5 == 0 {
+                w.write(chunk).unwrap(); // inline writes settle the helper
+            } else {
+                w.write_bytes(bytes::Bytes::copy_from_slice(chunk)).unwrap();
+            }
+        }
+        assert_eq!(w.current_digest(), d);
+        w.write_bytes(bytes::Bytes::from_static(b"x")).unwrap();
+        let mut with_x = data.clone();
+        with_x.push(b'x');
+        let dx = Digest::sha256_of(&with_x);
+        assert_eq!(
+            w.commit(&dx, Some(with_x.len() as u64)).unwrap(),
+            with_x.len() as u64
+        );
+        assert!(store.verify(&dx).unwrap());
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub fn serve(
 
     let store = Store::open(&root, Access::Shared)
         .with_context(|| format!("cannot open the berth root {}", root.display()))?;
+    limit_heap_retention();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +112,17 @@ pub fn serve(
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
     })
+}
+
+/// Uploads stream through ~400 KiB buffers. glibc's adaptive mmap threshold
+/// would move such buffers onto the heap after the first frees and keep the
+/// freed memory; a fixed threshold returns each one to the kernel when it is
+/// dropped, so resident memory stays a few buffers, not the high-water mark.
+fn limit_heap_retention() {
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 async fn shutdown_signal() {
