@@ -288,7 +288,7 @@ async fn push_images(args: PushArgs) -> anyhow::Result<()> {
     let mut work: Vec<Vec<Image>> = (0..args.clients).map(|_| Vec::new()).collect();
     let mut bytes = 0u64;
     let mut blobs = 0u64;
-    for c in 0..args.clients {
+    for (c, images) in work.iter_mut().enumerate() {
         let mut rng = Rng(seed ^ (c as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
         let n = if args.per_client {
             args.images
@@ -300,7 +300,7 @@ async fn push_images(args: PushArgs) -> anyhow::Result<()> {
             bytes += img.blobs.iter().map(|b| b.data.len() as u64).sum::<u64>();
             bytes += img.manifest.len() as u64;
             blobs += img.blobs.len() as u64;
-            work[c].push(img);
+            images.push(img);
         }
     }
 
