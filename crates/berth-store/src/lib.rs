@@ -125,15 +125,10 @@ impl Store {
         for entry in fs::read_dir(blobs.tmp_dir())? {
             let _ = fs::remove_file(entry?.path());
         }
-        let meta = match Meta::open(&root.join("meta.redb")) {
-            Err(StoreError::Db(e)) if e.contains("already open") || e.contains("lock") => {
-                return Err(StoreError::Locked(
-                    root.to_path_buf(),
-                    "another process holds its database",
-                ))
-            }
-            other => other?,
-        };
+        let meta = Meta::open(&root.join("meta.redb")).map_err(|e| match e {
+            StoreError::Locked(_, why) => StoreError::Locked(root.to_path_buf(), why),
+            other => other,
+        })?;
         let uploads = Uploads::new(blobs.clone());
         Ok(Store {
             root: root.to_path_buf(),

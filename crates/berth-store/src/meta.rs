@@ -47,7 +47,16 @@ pub struct Meta {
 
 impl Meta {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = std::sync::Arc::new(Database::create(path).map_err(redb::Error::from)?);
+        let db = match Database::create(path) {
+            Ok(db) => std::sync::Arc::new(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked(
+                    path.to_path_buf(),
+                    "another process holds its database",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Create every table once so readers never meet a missing table.
         let txn = db.begin_write().map_err(redb::Error::from)?;
         {

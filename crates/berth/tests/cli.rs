@@ -1,18 +1,12 @@
 //! The `berth` command line: serve's flags and config file, graceful
 //! shutdown, and the offline commands' refusal to share a root with a server.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, spawn_serve};
 
 fn berth(args: &[&str], root: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -21,22 +15,6 @@ fn berth(args: &[&str], root: &Path) -> Output {
         .arg(root)
         .output()
         .unwrap()
-}
-
-fn spawn_serve(args: &[&str], port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "berth serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 fn sigterm(child: &Child) {

@@ -3,38 +3,31 @@
 //! acknowledged push is there, every blob verifies against its digest and
 //! every manifest's references resolve (`berth fsck` agrees).
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_oci::Digest;
 
 const CLIENTS: usize = 24;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, spawn_serve};
 
 fn start(root: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--log-level", "error", "--root"])
-        .arg(root)
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start berth serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "berth serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    let addr = format!("127.0.0.1:{port}");
+    spawn_serve(
+        &[
+            "--log-level",
+            "error",
+            "--root",
+            root.to_str().unwrap(),
+            "--addr",
+            &addr,
+        ],
+        port,
+    )
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so no rand dependency.
