@@ -1,0 +1,20 @@
+//! berth's registry client: Docker credentials (config file and
+//! `docker-credential-*` helpers), the Basic/Bearer authentication flows,
+//! and the distribution API of one registry ([`RegistryClient`]).
+//!
+//! - [`credentials`]: reading, storing and erasing credentials like Docker.
+//! - [`challenge`]: `WWW-Authenticate` parsing.
+//! - `auth`: the token flow and cache (internal; [`RegistryClient`] uses it).
+//! - [`client`]: the requests, with retries and digest verification.
+
+mod auth;
+pub mod challenge;
+pub mod client;
+pub mod credentials;
+mod error;
+
+pub use client::{
+    Blob, BlobStream, ClientConfig, Manifest, ManifestInfo, RegistryClient, DEFAULT_MANIFEST_ACCEPT,
+};
+pub use credentials::{Credential, CredentialError, DockerConfig};
+pub use error::{Error, Result};
