@@ -1,5 +1,8 @@
 //! The `berth` command line: parses flags, maps them onto library calls.
 
+mod copy;
+mod inspect;
+mod login;
 mod serve;
 
 use std::path::PathBuf;
@@ -35,6 +38,26 @@ enum Command {
     Gc(serve::GcArgs),
     /// Check the local root: re-hash every blob, resolve every manifest's references
     Fsck,
+    /// Copy an image between registries, OCI layouts (oci:PATH[:TAG]) and the local store (local:REPO[:TAG])
+    Copy(copy::CopyArgs),
+    /// Copy an image from a registry into the local store (same repository and tag)
+    Pull(copy::PullArgs),
+    /// Copy an image from the local store to a registry (same repository and tag)
+    Push(copy::PushArgs),
+    /// Show an image's manifest, config or a summary (like `skopeo inspect`)
+    Inspect(inspect::InspectArgs),
+    /// Print an image's manifest digest (the index's for multi-platform images)
+    Digest(inspect::DigestArgs),
+    /// List a repository's tags
+    ListTags(inspect::ListTagsArgs),
+    /// List a registry's repositories
+    Catalog(inspect::CatalogArgs),
+    /// List the platforms of an image (like `mquery`)
+    Platforms(inspect::PlatformsArgs),
+    /// Check and store credentials for a registry in the Docker config
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(login::LogoutArgs),
 }
 
 fn init_logging(level: &str) {
@@ -49,17 +72,34 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` sets up logging itself (its config file may name a level);
+    // everything else logs warnings unless asked for more.
+    if !matches!(cli.command, Command::Serve(_)) {
+        let default = if matches!(cli.command, Command::Gc(_)) {
+            "info"
+        } else {
+            "warn"
+        };
+        init_logging(if cli.debug {
+            "debug"
+        } else {
+            cli.log_level.as_deref().unwrap_or(default)
+        });
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::serve(cli.root, cli.log_level, cli.debug, args),
-        Command::Gc(args) => {
-            init_logging(if cli.debug {
-                "debug"
-            } else {
-                cli.log_level.as_deref().unwrap_or("info")
-            });
-            serve::gc(cli.root, args)
-        }
+        Command::Gc(args) => serve::gc(cli.root, args),
         Command::Fsck => serve::fsck(cli.root),
+        Command::Copy(args) => copy::copy(cli.root, args),
+        Command::Pull(args) => copy::pull(cli.root, args),
+        Command::Push(args) => copy::push(cli.root, args),
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Digest(args) => inspect::digest(args),
+        Command::ListTags(args) => inspect::list_tags(args),
+        Command::Catalog(args) => inspect::catalog(args),
+        Command::Platforms(args) => inspect::platforms(args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,57 @@
+//! Moving images between registries, OCI layouts and the local store
+//! (`berth copy`, `pull`, `push`).
+//!
+//! - [`location`]: `docker://REF`, `oci:PATH[:TAG]`, `local:REPO[:TAG]`.
+//! - [`endpoint`]: the [`Endpoint`] trait and its three implementations.
+//! - [`copy`]: the copy itself: platform selection, parallel streaming
+//!   blob transfers, mounts, manifests byte-exact (children before indexes).
+//!
+//! This is its own crate rather than part of berth-client because it joins
+//! the client with berth-store and berth-layout; berth-client stays a pure
+//! registry client.
+
+pub mod copy;
+pub mod endpoint;
+pub mod location;
+
+pub use copy::{copy, open, Event, Options, Platform};
+pub use endpoint::{Endpoint, Fetched, Target};
+pub use location::{Location, LocationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(Box<berth_client::Error>),
+    #[error(transparent)]
+    Store(Box<berth_store::StoreError>),
+    #[error(transparent)]
+    Layout(Box<berth_layout::LayoutError>),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<berth_client::Error> for Error {
+    fn from(e: berth_client::Error) -> Self {
+        Error::Client(Box::new(e))
+    }
+}
+
+impl From<berth_store::StoreError> for Error {
+    fn from(e: berth_store::StoreError) -> Self {
+        Error::Store(Box::new(e))
+    }
+}
+
+impl From<berth_layout::LayoutError> for Error {
+    fn from(e: berth_layout::LayoutError) -> Self {
+        Error::Layout(Box::new(e))
+    }
+}
