@@ -92,6 +92,22 @@ pub struct ManifestInfo {
     pub size: u64,
 }
 
+/// What a manifest PUT answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    /// The `OCI-Subject` header: the registry indexed the manifest's subject.
+    pub subject: Option<Digest>,
+}
+
+/// The referrers tag schema's tag for `subject`: `<alg>-<hex>` (at most
+/// 128 characters, as the distribution spec says).
+pub fn referrers_tag(subject: &Digest) -> String {
+    let hex = subject.hex();
+    let tag = format!("{}-{}", subject.algorithm().as_str(), hex);
+    tag.chars().take(128).collect()
+}
+
 /// A blob download: `size` is the number of bytes `stream` will yield when
 /// the registry said so. A download from offset 0 is verified: the stream
 /// ends with [`Error::DigestMismatch`] instead of `None` if the content does
@@ -610,6 +626,23 @@ impl RegistryClient {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Digest> {
+        Ok(self
+            .put_manifest_response(repository, reference, media_type, bytes)
+            .await?
+            .digest)
+    }
+
+    /// [`RegistryClient::put_manifest`], also returning the `OCI-Subject`
+    /// header: a registry that sends it indexed the manifest's `subject`
+    /// itself; without it a client maintains the referrers tag schema
+    /// ([`RegistryClient::add_referrer_to_tag_schema`]).
+    pub async fn put_manifest_response(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
         self.check_reference(repository, reference)?;
         let digest = match reference.parse::<Digest>() {
             Ok(pinned) => {
@@ -651,7 +684,9 @@ impl RegistryClient {
                 ));
             }
         }
-        Ok(digest)
+        let subject =
+            header_str(resp.headers(), "oci-subject").and_then(|d| d.parse::<Digest>().ok());
+        Ok(PushedManifest { digest, subject })
     }
 
     /// Deletes a manifest (by digest) or a tag.
@@ -895,6 +930,143 @@ impl RegistryClient {
         }
     }
 
+    /// The manifests that refer to `subject` (their `subject` field), as
+    /// descriptors with `artifactType` and annotations, filtered by
+    /// `artifact_type` if given. Uses the referrers API
+    /// (`GET /v2/<repo>/referrers/<digest>`); a registry without it (404,
+    /// as distribution 2.8) is read through the tag schema: the OCI index
+    /// under the tag `sha256-<hex>` (filtered here).
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<berth_oci::Descriptor>> {
+        let mut url = self.url(Some(repository), &format!("referrers/{subject}"))?;
+        if let Some(t) = artifact_type {
+            url.query_pairs_mut().append_pair("artifactType", t);
+        }
+        let call = Call::new(
+            Method::GET,
+            url,
+            Some(repository),
+            vec![repository_scope(repository, false)],
+        )
+        .header(ACCEPT, mt::OCI_INDEX);
+        let resp = self.send(&call).await?;
+        let mut manifests = match resp.status() {
+            StatusCode::OK => {
+                let body = resp.bytes().await.map_err(|e| self.transport(1, e))?;
+                self.index_descriptors(repository, &body, "referrers list")?
+            }
+            StatusCode::NOT_FOUND => {
+                tracing::debug!(registry = %self.inner.registry, repository, "no referrers API: reading the tag schema");
+                self.tag_schema_referrers(repository, subject)
+                    .await?
+                    .map(|(_, list)| list)
+                    .unwrap_or_default()
+            }
+            _ => {
+                return Err(self
+                    .fail(&call, resp, &format!("referrers of {subject}"))
+                    .await)
+            }
+        };
+        if let Some(t) = artifact_type {
+            manifests.retain(|d| d.artifact_type.as_deref() == Some(t));
+        }
+        Ok(manifests)
+    }
+
+    fn index_descriptors(
+        &self,
+        repository: &str,
+        body: &[u8],
+        what: &str,
+    ) -> Result<Vec<berth_oci::Descriptor>> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<berth_oci::Descriptor>,
+        }
+        serde_json::from_slice::<Index>(body)
+            .map(|i| i.manifests)
+            .map_err(|e| self.protocol(Some(repository), format!("{what}: unreadable index ({e})")))
+    }
+
+    /// The tag schema's index for `subject`: its JSON and its descriptors,
+    /// `None` if the tag does not exist.
+    async fn tag_schema_referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<Option<(serde_json::Value, Vec<berth_oci::Descriptor>)>> {
+        let tag = referrers_tag(subject);
+        let m = match self.get_manifest(repository, &tag, &[mt::OCI_INDEX]).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let what = format!("referrers tag {tag}");
+        let value: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| {
+            self.protocol(Some(repository), format!("{what}: unreadable JSON ({e})"))
+        })?;
+        let list = self.index_descriptors(repository, &m.bytes, &what)?;
+        Ok(Some((value, list)))
+    }
+
+    /// Adds `referrer` (the descriptor of a manifest whose `subject` is
+    /// `subject`, with its `artifactType` and annotations) to the tag
+    /// schema's index `sha256-<hex>`: read, add unless already listed,
+    /// write back. For registries that did not answer the manifest PUT
+    /// with `OCI-Subject`. Not atomic: concurrent writers may lose an entry
+    /// (the spec's tag schema has no locking).
+    pub async fn add_referrer_to_tag_schema(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        referrer: &berth_oci::Descriptor,
+    ) -> Result<Digest> {
+        let tag = referrers_tag(subject);
+        let mut index = match self.tag_schema_referrers(repository, subject).await? {
+            Some((value, _)) => value,
+            None => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": mt::OCI_INDEX,
+                "manifests": [],
+            }),
+        };
+        let obj = index.as_object_mut().ok_or_else(|| {
+            self.protocol(
+                Some(repository),
+                format!("referrers tag {tag} is not a JSON object"),
+            )
+        })?;
+        let entry = serde_json::to_value(referrer).map_err(|e| {
+            self.protocol(Some(repository), format!("cannot encode a descriptor: {e}"))
+        })?;
+        let manifests = obj
+            .entry("manifests")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        let Some(list) = manifests.as_array_mut() else {
+            return Err(self.protocol(
+                Some(repository),
+                format!("referrers tag {tag}: manifests is not a list"),
+            ));
+        };
+        let digest = referrer.digest.to_string();
+        if !list
+            .iter()
+            .any(|d| d.get("digest").and_then(|v| v.as_str()) == Some(digest.as_str()))
+        {
+            list.push(entry);
+        }
+        let bytes = serde_json::to_vec(&index)
+            .map_err(|e| self.protocol(Some(repository), format!("cannot encode an index: {e}")))?;
+        self.put_manifest(repository, &tag, mt::OCI_INDEX, Bytes::from(bytes))
+            .await
+    }
+
     /// Every page of a listing, following `Link: <...>; rel="next"`.
     async fn pages(
         &self,
@@ -1046,6 +1218,16 @@ impl Stream for Download {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn referrers_tags() {
+        let d = Digest::sha256_of(b"x");
+        assert_eq!(referrers_tag(&d), format!("sha256-{}", d.hex()));
+        assert!(berth_oci::validate_tag(&referrers_tag(&d)).is_ok());
+        let long = Digest::of(berth_oci::Algorithm::Sha512, b"x");
+        assert_eq!(referrers_tag(&long).len(), 128);
+        assert!(berth_oci::validate_tag(&referrers_tag(&long)).is_ok());
+    }
 
     #[test]
     fn loopback_hosts() {

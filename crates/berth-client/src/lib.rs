@@ -14,7 +14,8 @@ pub mod credentials;
 mod error;
 
 pub use client::{
-    Blob, BlobStream, ClientConfig, Manifest, ManifestInfo, RegistryClient, DEFAULT_MANIFEST_ACCEPT,
+    referrers_tag, Blob, BlobStream, ClientConfig, Manifest, ManifestInfo, PushedManifest,
+    RegistryClient, DEFAULT_MANIFEST_ACCEPT,
 };
 pub use credentials::{Credential, CredentialError, DockerConfig};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ use berth_oci::{Descriptor, Digest, ManifestKind, ParsedManifest};
 use futures_util::future::BoxFuture;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
+use crate::archive::{ArchiveKind, ArchiveReader, ArchiveWriter};
 use crate::endpoint::{Endpoint, Fetched, LayoutEndpoint, RegistryEndpoint, StoreEndpoint, Target};
 use crate::{Error, Location, Result};
 
@@ -93,13 +94,37 @@ pub fn open(loc: &Location, opts: &Options, create: bool) -> Result<Box<dyn Endp
             }
             Box::new(StoreEndpoint::open(Path::new(&opts.root), repo)?)
         }
+        Location::OciArchive { path, .. } if create => {
+            Box::new(ArchiveWriter::create(path, ArchiveKind::Oci)?)
+        }
+        Location::OciArchive { path, .. } => Box::new(ArchiveReader::open(path, ArchiveKind::Oci)?),
+        Location::DockerArchive { path, .. } if create => {
+            Box::new(ArchiveWriter::create(path, ArchiveKind::Docker)?)
+        }
+        Location::DockerArchive { path, .. } => {
+            Box::new(ArchiveReader::open(path, ArchiveKind::Docker)?)
+        }
     })
+}
+
+/// The name a destination gives the copied image: its tag, or for a
+/// docker-archive the `NAME:TAG` of its `RepoTags`.
+fn destination_name(loc: &Location) -> Option<String> {
+    match loc {
+        Location::DockerArchive { reference, .. } => reference.as_ref().map(|r| r.familiar()),
+        other => other.tag().map(str::to_string),
+    }
 }
 
 fn source_reference(loc: &Location) -> String {
     match loc {
         Location::Registry(r) => r.reference(),
-        Location::Layout { tag, .. } => tag.clone().unwrap_or_default(),
+        Location::Layout { tag, .. } | Location::OciArchive { tag, .. } => {
+            tag.clone().unwrap_or_default()
+        }
+        Location::DockerArchive { reference, .. } => {
+            reference.as_ref().map(|r| r.familiar()).unwrap_or_default()
+        }
         Location::Local { reference, .. } => reference.clone().unwrap_or_else(|| "latest".into()),
     }
 }
@@ -119,9 +144,50 @@ pub async fn copy(
     progress: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Digest> {
     let source = open(src, opts, false)?;
-    let top = source.get_manifest(&source_reference(src)).await?;
+    let (top, parsed) = resolve(source.as_ref(), src, &source_reference(src), opts).await?;
+    let destination = open(dst, opts, true)?;
+    let name = destination_name(dst);
+    let digest = copy_resolved(
+        source.as_ref(),
+        destination.as_ref(),
+        top,
+        parsed,
+        name.as_deref(),
+        opts,
+        progress,
+    )
+    .await?;
+    destination.finish().await?;
+    Ok(digest)
+}
+
+/// Copies image `reference` of an opened `source` (`what` names it in
+/// errors) into an opened `destination` under `name`; the caller calls
+/// [`Endpoint::finish`] when done (several images may go to one archive).
+pub async fn copy_endpoints(
+    source: &dyn Endpoint,
+    what: &Location,
+    reference: &str,
+    destination: &dyn Endpoint,
+    name: Option<&str>,
+    opts: &Options,
+    progress: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Digest> {
+    let (top, parsed) = resolve(source, what, reference, opts).await?;
+    copy_resolved(source, destination, top, parsed, name, opts, progress).await
+}
+
+/// The source manifest: the image itself, or `opts.platform`'s child of an
+/// index unless `opts.all`.
+async fn resolve(
+    source: &dyn Endpoint,
+    src: &Location,
+    reference: &str,
+    opts: &Options,
+) -> Result<(Fetched, ParsedManifest)> {
+    let top = source.get_manifest(reference).await?;
     let parsed = parse(&top)?;
-    let (top, parsed) = if parsed.kind == ManifestKind::Index && !opts.all {
+    if parsed.kind == ManifestKind::Index && !opts.all {
         let child = parsed
             .manifests
             .iter()
@@ -142,21 +208,30 @@ pub async fn copy(
                     if have.is_empty() { "none".into() } else { have.join(", ") }
                 ))
             })?;
-        let m = fetch_child(source.as_ref(), child).await?;
+        let m = fetch_child(source, child).await?;
         let p = parse(&m)?;
-        (m, p)
+        Ok((m, p))
     } else {
-        (top, parsed)
-    };
-    let destination = open(dst, opts, true)?;
+        Ok((top, parsed))
+    }
+}
+
+async fn copy_resolved(
+    source: &dyn Endpoint,
+    destination: &dyn Endpoint,
+    top: Fetched,
+    parsed: ParsedManifest,
+    name: Option<&str>,
+    opts: &Options,
+    progress: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Digest> {
     let ctx = Ctx {
-        src: source.as_ref(),
-        dst: destination.as_ref(),
+        src: source,
+        dst: destination,
         opts,
         progress,
     };
-    ctx.copy_manifest(&top, &parsed, Target::Top(dst.tag()))
-        .await?;
+    ctx.copy_manifest(&top, &parsed, Target::Top(name)).await?;
     Ok(top.digest)
 }
 

@@ -79,6 +79,11 @@ pub trait Endpoint: Send + Sync {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async { Ok(false) })
     }
+    /// Completes a destination after the copy (an archive is written and
+    /// renamed into place); nothing for the others.
+    fn finish(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 fn media_type_of(bytes: &[u8], hint: Option<&str>) -> Result<String> {
@@ -88,7 +93,7 @@ fn media_type_of(bytes: &[u8], hint: Option<&str>) -> Result<String> {
 }
 
 /// Reads a file as a stream of 1 MiB chunks.
-fn file_stream(file: std::fs::File) -> ByteStream {
+pub(crate) fn file_stream(file: std::fs::File) -> ByteStream {
     let file = tokio::fs::File::from_std(file);
     stream::try_unfold(file, |mut f| async move {
         let mut buf = vec![0u8; 1 << 20];

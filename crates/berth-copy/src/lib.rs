@@ -1,7 +1,9 @@
 //! Moving images between registries, OCI layouts and the local store
 //! (`berth copy`, `pull`, `push`).
 //!
-//! - [`location`]: `docker://REF`, `oci:PATH[:TAG]`, `local:REPO[:TAG]`.
+//! - [`location`]: `docker://REF`, `oci:PATH[:TAG]`, `local:REPO[:TAG]`,
+//!   `oci-archive:PATH[:TAG]`, `docker-archive:PATH[:REF]`.
+//! - [`archive`]: reading and writing those tar archives.
 //! - [`endpoint`]: the [`Endpoint`] trait and its three implementations.
 //! - [`copy`]: the copy itself: platform selection, parallel streaming
 //!   blob transfers, mounts, manifests byte-exact (children before indexes).
@@ -10,11 +12,13 @@
 //! the client with berth-store and berth-layout; berth-client stays a pure
 //! registry client.
 
+pub mod archive;
 pub mod copy;
 pub mod endpoint;
 pub mod location;
 
-pub use copy::{copy, open, Event, Options, Platform};
+pub use archive::{ArchiveImage, ArchiveKind, ArchiveReader, ArchiveWriter};
+pub use copy::{copy, copy_endpoints, open, Event, Options, Platform};
 pub use endpoint::{Endpoint, Fetched, Target};
 pub use location::{Location, LocationError};
 

@@ -1,6 +1,7 @@
 //! Where images live, spelled like skopeo: `docker://REF` (or a bare REF) is
 //! a registry, `oci:PATH[:TAG]` an OCI image layout, `local:REPO[:TAG|@DIGEST]`
-//! the local store.
+//! the local store, `oci-archive:PATH[:TAG]` a tar of an OCI layout and
+//! `docker-archive:PATH[:NAME:TAG]` a `docker save` tarball.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,6 +19,16 @@ pub enum Location {
     Local {
         repo: String,
         reference: Option<String>,
+    },
+    /// A tar of an OCI layout.
+    OciArchive {
+        path: PathBuf,
+        tag: Option<String>,
+    },
+    /// A `docker save` tarball; `reference` names the image (`RepoTags`).
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<ImageRef>,
     },
 }
 
@@ -41,21 +52,54 @@ impl Location {
                 .map(Location::Registry)
                 .map_err(|e| err(e.to_string()));
         }
-        if let Some(rest) = s.strip_prefix("oci:") {
+        for (prefix, archive) in [("oci:", false), ("oci-archive:", true)] {
+            let Some(rest) = s.strip_prefix(prefix) else {
+                continue;
+            };
             // The tag follows the last ':' unless that ':' is part of the path.
             let (path, tag) = match rest.rsplit_once(':') {
                 Some((p, t)) if !t.contains('/') && !p.is_empty() => (p, Some(t)),
                 _ => (rest, None),
             };
             if path.is_empty() {
-                return Err(err("the layout path is empty (oci:PATH[:TAG])".into()));
+                return Err(err(format!("the path is empty ({prefix}PATH[:TAG])")));
             }
             if let Some(t) = tag {
                 validate_tag(t).map_err(|e| err(format!("tag {t:?}: {e}")))?;
             }
-            return Ok(Location::Layout {
+            let (path, tag) = (PathBuf::from(path), tag.map(str::to_string));
+            return Ok(if archive {
+                Location::OciArchive { path, tag }
+            } else {
+                Location::Layout { path, tag }
+            });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            // Like skopeo: the path ends at the first ':'.
+            let (path, reference) = match rest.split_once(':') {
+                Some((p, r)) => (p, Some(r)),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(err(
+                    "the path is empty (docker-archive:PATH[:NAME:TAG])".into()
+                ));
+            }
+            let reference = match reference {
+                Some(r) => {
+                    let r = ImageRef::parse(r).map_err(|e| err(format!("{r:?}: {e}")))?;
+                    if r.digest.is_some() {
+                        return Err(err(
+                            "a docker-archive names images by NAME:TAG, not digest".into()
+                        ));
+                    }
+                    Some(r)
+                }
+                None => None,
+            };
+            return Ok(Location::DockerArchive {
                 path: PathBuf::from(path),
-                tag: tag.map(str::to_string),
+                reference,
             });
         }
         if let Some(rest) = s.strip_prefix("local:") {
@@ -63,7 +107,7 @@ impl Location {
         }
         ImageRef::parse(s).map(Location::Registry).map_err(|e| {
             err(format!(
-                "{e} (locations are REF, docker://REF, oci:PATH[:TAG] or local:REPO[:TAG])"
+                "{e} (locations are REF, docker://REF, oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF] or local:REPO[:TAG])"
             ))
         })
     }
@@ -98,7 +142,10 @@ impl Location {
                 (None, Some(t)) => Some(t),
                 (None, None) => Some("latest"),
             },
-            Location::Layout { tag, .. } => tag.as_deref(),
+            Location::Layout { tag, .. } | Location::OciArchive { tag, .. } => tag.as_deref(),
+            Location::DockerArchive { reference, .. } => reference
+                .as_ref()
+                .map(|r| r.tag.as_deref().unwrap_or("latest")),
             Location::Local { reference, .. } => match reference {
                 Some(r) if r.contains(':') => None,
                 Some(r) => Some(r),
@@ -124,6 +171,20 @@ impl fmt::Display for Location {
                 Some(r) => write!(f, "local:{repo}:{r}"),
                 None => write!(f, "local:{repo}"),
             },
+            Location::OciArchive { path, tag } => {
+                write!(f, "oci-archive:{}", path.display())?;
+                match tag {
+                    Some(t) => write!(f, ":{t}"),
+                    None => Ok(()),
+                }
+            }
+            Location::DockerArchive { path, reference } => {
+                write!(f, "docker-archive:{}", path.display())?;
+                match reference {
+                    Some(r) => write!(f, ":{}", r.familiar()),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -171,5 +232,21 @@ mod tests {
         assert!(Location::parse("local:A").is_err());
         assert!(Location::parse("oci:").is_err());
         assert!(Location::parse("oci:/x:bad tag").is_err());
+        assert_eq!(
+            Location::parse("oci-archive:/tmp/x.tar:v1").unwrap(),
+            Location::OciArchive {
+                path: "/tmp/x.tar".into(),
+                tag: Some("v1".into())
+            }
+        );
+        match Location::parse("docker-archive:/tmp/x.tar:localhost:5000/a:1").unwrap() {
+            Location::DockerArchive { path, reference } => {
+                assert_eq!(path, PathBuf::from("/tmp/x.tar"));
+                assert_eq!(reference.unwrap().familiar(), "localhost:5000/a:1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Location::parse("docker-archive:/x.tar:a@sha256:0").is_err());
+        assert!(Location::parse("docker-archive:").is_err());
     }
 }

@@ -27,7 +27,7 @@ pub struct TransferFlags {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Source: REF, docker://REF, oci:PATH[:TAG] or local:REPO[:TAG]
+    /// Source: REF, docker://REF, oci:PATH[:TAG], local:REPO[:TAG], oci-archive:PATH[:TAG] or docker-archive:PATH[:NAME:TAG]
     src: String,
     /// Destination, same forms
     dst: String,

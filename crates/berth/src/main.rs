@@ -1,5 +1,7 @@
 //! The `berth` command line: parses flags, maps them onto library calls.
 
+mod archive;
+mod artifact;
 mod copy;
 mod inspect;
 mod login;
@@ -58,6 +60,12 @@ enum Command {
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry
     Logout(login::LogoutArgs),
+    /// Write images from the local store (or docker://REF) to a docker-archive tarball
+    Save(archive::SaveArgs),
+    /// Load images from a docker-archive or oci-archive tarball into the local store
+    Load(archive::LoadArgs),
+    /// Push, pull, attach and discover OCI artifacts (like oras)
+    Artifact(artifact::ArtifactArgs),
 }
 
 fn init_logging(level: &str) {
@@ -100,6 +108,9 @@ fn main() -> ExitCode {
         Command::Platforms(args) => inspect::platforms(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Save(args) => archive::save(cli.root, args),
+        Command::Load(args) => archive::load(cli.root, args),
+        Command::Artifact(args) => artifact::artifact(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
