@@ -52,7 +52,16 @@ start_server() { # name -> sets PORT (not a subshell: the server must outlive it
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.05; done
 }
 start_server src; SRC=127.0.0.1:$PORT
-start_server dst; DST=127.0.0.1:$PORT
+# Every registry-to-registry copy goes to a new, empty destination registry,
+# so neither tool can skip or mount blobs an earlier copy left there.
+DST_PID=""
+fresh_dst() {
+    [ -n "$DST_PID" ] && { kill "$DST_PID"; wait "$DST_PID" 2>/dev/null || true; rm -rf "$W/dst"; }
+    start_server dst; DST=127.0.0.1:$PORT; DST_PID=${PIDS[-1]}
+    # skopeo remembers where it saw blobs and would try to mount them.
+    rm -f /var/lib/containers/cache/blob-info-cache-v1.* "$HOME"/.local/share/containers/cache/blob-info-cache-v1.* 2>/dev/null || true
+}
+fresh_dst
 
 # The image: an OCI layout written by hand, pushed to SRC.
 L=$W/layout
@@ -74,7 +83,7 @@ printf '{"imageLayoutVersion":"1.0.0"}' > "$L/oci-layout"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"1"}}]}' "$md" "$ms" > "$L/index.json"
 "$BERTH" copy --quiet "oci:$L:1" "docker://$SRC/bench/image:1" >/dev/null
 rm -rf "$L"
-echo "image: $LAYERS layers x $LAYER_MIB MiB, manifest sha256:$md, on $SRC; copies go to $DST"
+echo "image: $LAYERS layers x $LAYER_MIB MiB, manifest sha256:$md, on $SRC"
 
 SK=(skopeo --override-os linux --override-arch amd64)
 now() { date +%s.%N; }
@@ -88,18 +97,19 @@ for r in $(seq "$RUNS"); do
     for tool in "${order[@]}"; do
         case $tool in
             berth)
+                fresh_dst
                 timed reg2reg_berth "$BERTH" copy --quiet "docker://$SRC/bench/image:1" "docker://$DST/berth$r/image:1"
                 timed pull_berth "$BERTH" copy --quiet "docker://$SRC/bench/image:1" "oci:$W/oci-berth-$r:1"
                 timed local_berth "$BERTH" --root "$W/local-$r" pull --quiet "$SRC/bench/image:1"
                 ;;
             skopeo)
+                fresh_dst
                 timed reg2reg_skopeo "${SK[@]}" copy --src-tls-verify=false --dest-tls-verify=false "docker://$SRC/bench/image:1" "docker://$DST/skopeo$r/image:1"
                 timed pull_skopeo "${SK[@]}" copy --src-tls-verify=false "docker://$SRC/bench/image:1" "oci:$W/oci-skopeo-$r:1"
                 ;;
         esac
     done
     rm -rf "$W"/oci-* "$W"/local-*
-    echo "run $r: berth ${T[reg2reg_berth]##* } ..." >/dev/null
 done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
