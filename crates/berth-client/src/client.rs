@@ -493,6 +493,30 @@ impl RegistryClient {
         Err(self.fail(&call, resp, "the registry API (/v2/)").await)
     }
 
+    /// A GET or HEAD of a manifest, accepting `accept` (every manifest type
+    /// berth knows when empty).
+    fn manifest_call<'r>(
+        &self,
+        method: Method,
+        repository: &'r str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<Call<'r>> {
+        self.check_reference(repository, reference)?;
+        let accept = if accept.is_empty() {
+            DEFAULT_MANIFEST_ACCEPT
+        } else {
+            accept
+        };
+        Ok(Call::new(
+            method,
+            self.url(Some(repository), &format!("manifests/{reference}"))?,
+            Some(repository),
+            vec![repository_scope(repository, false)],
+        )
+        .header(ACCEPT, &accept.join(", ")))
+    }
+
     /// Fetches a manifest byte-exact. The content is verified against the
     /// reference when it is a digest, and against `Docker-Content-Digest`
     /// when the registry sends one. `accept` empty = [`DEFAULT_MANIFEST_ACCEPT`].
@@ -502,19 +526,7 @@ impl RegistryClient {
         reference: &str,
         accept: &[&str],
     ) -> Result<Manifest> {
-        self.check_reference(repository, reference)?;
-        let accept = if accept.is_empty() {
-            DEFAULT_MANIFEST_ACCEPT
-        } else {
-            accept
-        };
-        let call = Call::new(
-            Method::GET,
-            self.url(Some(repository), &format!("manifests/{reference}"))?,
-            Some(repository),
-            vec![repository_scope(repository, false)],
-        )
-        .header(ACCEPT, &accept.join(", "));
+        let call = self.manifest_call(Method::GET, repository, reference, accept)?;
         let mut resp = self.send(&call).await?;
         if resp.status() != StatusCode::OK {
             return Err(self
@@ -568,19 +580,7 @@ impl RegistryClient {
         reference: &str,
         accept: &[&str],
     ) -> Result<Option<ManifestInfo>> {
-        self.check_reference(repository, reference)?;
-        let accept = if accept.is_empty() {
-            DEFAULT_MANIFEST_ACCEPT
-        } else {
-            accept
-        };
-        let call = Call::new(
-            Method::HEAD,
-            self.url(Some(repository), &format!("manifests/{reference}"))?,
-            Some(repository),
-            vec![repository_scope(repository, false)],
-        )
-        .header(ACCEPT, &accept.join(", "));
+        let call = self.manifest_call(Method::HEAD, repository, reference, accept)?;
         let resp = self.send(&call).await?;
         match resp.status() {
             StatusCode::OK => {}

@@ -4,43 +4,17 @@
 //! importable, the oras Python SDK.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
 use serde_json::Value;
 
 mod common;
-use common::{free_port, spawn_serve};
+use common::{free_port, serve, Server};
 
 const SIG: &str = "application/vnd.example.signature";
 const SBOM: &str = "application/vnd.example.sbom";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(root: &Path) -> (Server, u16) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = spawn_serve(
-        &[
-            "--root",
-            root.to_str().unwrap(),
-            "--addr",
-            &addr,
-            "--log-level",
-            "warn",
-        ],
-        port,
-    );
-    (Server(child), port)
-}
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 

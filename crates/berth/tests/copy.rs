@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,36 +13,10 @@ use std::time::{Duration, Instant};
 use berth_oci::Digest;
 
 mod common;
-use common::{free_port, spawn_serve};
+use common::{free_port, serve, Server};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(root: &Path) -> (Server, u16) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = spawn_serve(
-        &[
-            "--root",
-            root.to_str().unwrap(),
-            "--addr",
-            &addr,
-            "--log-level",
-            "warn",
-        ],
-        port,
-    );
-    (Server(child), port)
-}
 
 /// Runs `berth ARGS` with an empty Docker config.
 fn berth(args: &[&str], home: &Path) -> Output {

@@ -1,6 +1,9 @@
 //! Starting `berth serve` as a child process for the CLI-level tests.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,4 +29,26 @@ pub fn spawn_serve(args: &[&str], port: u16) -> Child {
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// A `berth serve` child, killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `berth serve` on `root` and a free port.
+pub fn serve(root: &Path) -> (Server, u16) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let root = root.to_str().expect("utf-8 path");
+    let child = spawn_serve(
+        &["--root", root, "--addr", &addr, "--log-level", "warn"],
+        port,
+    );
+    (Server(child), port)
 }
