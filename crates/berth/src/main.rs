@@ -3,6 +3,7 @@
 mod archive;
 mod artifact;
 mod copy;
+mod images;
 mod inspect;
 mod login;
 mod serve;
@@ -46,6 +47,8 @@ enum Command {
     Pull(copy::PullArgs),
     /// Copy an image from the local store to a registry (same repository and tag)
     Push(copy::PushArgs),
+    /// List the images in the local store
+    Images(images::ImagesArgs),
     /// Show an image's manifest, config or a summary (like `skopeo inspect`)
     Inspect(inspect::InspectArgs),
     /// Print an image's manifest digest (the index's for multi-platform images)
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Copy(args) => copy::copy(cli.root, args),
         Command::Pull(args) => copy::pull(cli.root, args),
         Command::Push(args) => copy::push(cli.root, args),
+        Command::Images(args) => images::images(cli.root, args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Digest(args) => inspect::digest(args),
         Command::ListTags(args) => inspect::list_tags(args),
