@@ -4,47 +4,16 @@
 //! importable, the oras Python SDK.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use berth_oci::Digest;
 use serde_json::Value;
 
 mod common;
-use common::{free_port, serve, Server};
+use common::{serve, start_distribution, REGISTRY_BIN};
 
 const SIG: &str = "application/vnd.example.signature";
 const SBOM: &str = "application/vnd.example.sbom";
-
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-
-/// Debian's distribution, without auth.
-fn start_distribution(dir: &Path) -> (Server, u16) {
-    let port = free_port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-         storage:\n  filesystem:\n    rootdirectory: {}\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: berth-test-secret\n",
-        dir.join("data").display()
-    );
-    let path = dir.join("config.yml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(REGISTRY_BIN)
-        .arg("serve")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (server, port)
-}
 
 /// Runs `berth ARGS` in `dir` with an empty Docker config.
 fn berth(args: &[&str], dir: &Path) -> Output {

@@ -5,15 +5,14 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
 
 mod common;
-use common::{free_port, serve, Server};
+use common::{serve, start_distribution, REGISTRY_BIN};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -562,35 +561,6 @@ fn an_interrupted_download_resumes_with_range() {
         forwarded < layer_size + 200_000,
         "resumed where it broke off, not from the start: {forwarded} bytes for a {layer_size}-byte layer"
     );
-}
-
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-
-/// Debian's distribution, without auth.
-fn start_distribution(dir: &Path) -> (Server, u16) {
-    let port = free_port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-         storage:\n  filesystem:\n    rootdirectory: {}\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: berth-test-secret\n",
-        dir.join("data").display()
-    );
-    let path = dir.join("config.yml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(REGISTRY_BIN)
-        .arg("serve")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Server(child), port)
 }
 
 #[test]
