@@ -499,17 +499,27 @@ pub fn list_tags(args: ListTagsArgs) -> Result<()> {
             .await
             .map_err(|e| repository_error(&image, e))?;
         let text = if args.format.is_some() {
-            let mut s = serde_json::to_string_pretty(&TagList {
+            json_text(&TagList {
                 repository: image.name(),
                 tags,
-            })?;
-            s.push('\n');
-            s
+            })?
         } else {
-            tags.iter().map(|t| format!("{t}\n")).collect()
+            lines(&tags)
         };
         write_stdout(text.as_bytes())
     })?
+}
+
+/// Pretty JSON ending in a newline, for `--format json`.
+fn json_text(value: &impl serde::Serialize) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// One item per line, for plain output.
+fn lines(items: &[String]) -> String {
+    items.iter().map(|i| format!("{i}\n")).collect()
 }
 
 #[derive(Args, Debug)]
@@ -531,12 +541,9 @@ pub fn catalog(args: CatalogArgs) -> Result<()> {
     block_on(async {
         let repos = client.catalog(None).await?;
         let text = if args.format.is_some() {
-            let mut s =
-                serde_json::to_string_pretty(&serde_json::json!({ "Repositories": repos }))?;
-            s.push('\n');
-            s
+            json_text(&serde_json::json!({ "Repositories": repos }))?
         } else {
-            repos.iter().map(|r| format!("{r}\n")).collect()
+            lines(&repos)
         };
         write_stdout(text.as_bytes())
     })?

@@ -2,11 +2,11 @@
 //! shutdown, and the offline commands' refusal to share a root with a server.
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 mod common;
-use common::{free_port, spawn_serve};
+use common::{free_port, sigterm, spawn_serve};
 
 fn berth(args: &[&str], root: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -15,14 +15,6 @@ fn berth(args: &[&str], root: &Path) -> Output {
         .arg(root)
         .output()
         .unwrap()
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

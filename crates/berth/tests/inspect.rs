@@ -12,7 +12,7 @@ use berth_oci::Digest;
 use serde_json::{json, Value};
 
 mod common;
-use common::{free_port, spawn_serve};
+use common::{free_port, sigterm, spawn_serve};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -160,14 +160,6 @@ impl Pusher {
             self.manifest(repo, t, OCI_MANIFEST, &img.manifest).await;
         }
     }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

@@ -83,3 +83,12 @@ pub fn start_distribution(dir: &Path) -> (Server, u16) {
     }
     (server, port)
 }
+
+/// Asks a server to shut down gracefully.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
