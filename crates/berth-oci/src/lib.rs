@@ -5,12 +5,14 @@
 //! why the fuzz targets live against this crate.
 
 pub mod digest;
+pub mod image;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
 pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use image::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use name::{validate_repository, validate_tag, NameError, Reference};
 pub use reference::{ImageRef, ReferenceError};
