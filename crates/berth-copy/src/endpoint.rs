@@ -2,12 +2,11 @@
 //! an OCI layout directory, or a repository of the local store.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use berth_client::{ClientConfig, RegistryClient};
 use berth_layout::OciLayout;
 use berth_oci::{Descriptor, Digest, ImageRef, ParsedManifest, Reference};
-use berth_store::{PutManifest, Store};
+use berth_root::{LocalRoot, RootError};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
@@ -416,23 +415,47 @@ impl Endpoint for LayoutEndpoint {
     }
 }
 
-/// A repository of the local store.
+/// A repository of the local store: opened directly, or through the
+/// `berth serve` that holds the root (see `berth_root`). Blobs are written
+/// straight into the root's `blobs/` and then linked; manifests go through
+/// the handle, so a server sees them at once.
 pub struct StoreEndpoint {
-    store: Arc<Store>,
+    root: std::sync::Arc<LocalRoot>,
     repo: String,
 }
 
+/// Store errors keep their type (callers match on them); the rest become
+/// messages.
+fn root_error(e: RootError) -> Error {
+    match e {
+        RootError::Store(e) => Error::Store(Box::new(e)),
+        RootError::Io(e) => Error::Io(e),
+        RootError::Manifest(m) => Error::Manifest(m),
+        other => Error::Other(other.to_string()),
+    }
+}
+
 impl StoreEndpoint {
+    /// Opens the root at `root` (waits a bounded time if another command
+    /// holds it; see `berth_root::OpenOptions`).
     pub fn open(root: &std::path::Path, repo: &str) -> Result<StoreEndpoint> {
-        let store = Store::open(root, berth_store::Access::Shared)?;
         Ok(StoreEndpoint {
-            store: Arc::new(store),
+            root: std::sync::Arc::new(LocalRoot::open(root).map_err(root_error)?),
             repo: repo.to_string(),
         })
     }
 
+    /// A repository of an already opened root (one process opens a root
+    /// once; the builder shares it between its stages and outputs).
+    pub fn from_root(root: std::sync::Arc<LocalRoot>, repo: &str) -> StoreEndpoint {
+        StoreEndpoint {
+            root,
+            repo: repo.to_string(),
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
-        self.store.root().to_path_buf()
+        self.root.root().to_path_buf()
     }
 }
 
@@ -441,13 +464,18 @@ impl Endpoint for StoreEndpoint {
         Box::pin(async move {
             let r = Reference::parse(reference)
                 .map_err(|e| Error::Other(format!("reference {reference:?}: {e}")))?;
-            let m = self.store.manifest(&self.repo, &r)?.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{}:{reference} is not in the local store {}",
-                    self.repo,
-                    self.store.root().display()
-                ))
-            })?;
+            let m = self
+                .root
+                .manifest(&self.repo, &r)
+                .await
+                .map_err(root_error)?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{}:{reference} is not in the local store {}",
+                        self.repo,
+                        self.root.root().display()
+                    ))
+                })?;
             Ok(Fetched {
                 bytes: m.bytes.into(),
                 media_type: m.media_type,
@@ -457,18 +485,28 @@ impl Endpoint for StoreEndpoint {
     }
 
     fn has_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Option<u64>>> {
-        Box::pin(async move { Ok(self.store.blob_in_repo(&self.repo, digest)?) })
+        Box::pin(async move {
+            self.root
+                .blob_in_repo(&self.repo, digest)
+                .await
+                .map_err(root_error)
+        })
     }
 
     fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
         Box::pin(async move {
-            if self.store.blob_in_repo(&self.repo, digest)?.is_none() {
+            let linked = self
+                .root
+                .blob_in_repo(&self.repo, digest)
+                .await
+                .map_err(root_error)?;
+            if linked.is_none() {
                 return Err(Error::NotFound(format!(
                     "blob {digest} is not in repository {} of the local store",
                     self.repo
                 )));
             }
-            Ok(file_stream(self.store.blobs.open_blob(digest)?))
+            Ok(file_stream(self.root.blobs().open_blob(digest)?))
         })
     }
 
@@ -480,44 +518,44 @@ impl Endpoint for StoreEndpoint {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // Another repository of the store may already hold the data.
-            if self.store.blobs.size(digest)? == Some(size) {
-                self.store.link_blob(&self.repo, digest, size).await?;
-                return Ok(());
-            }
-            let mut writer = self.store.blobs.writer()?;
-            let d = digest.clone();
-            let n = sink_blocking(data, move |r| {
-                let result = (|| {
-                    while let Some(chunk) = r.next_chunk()? {
-                        writer.write_bytes(chunk)?;
+            if self.root.blobs().size(digest)? != Some(size) {
+                let mut writer = self.root.blobs().writer()?;
+                let d = digest.clone();
+                sink_blocking(data, move |r| {
+                    let result = (|| {
+                        while let Some(chunk) = r.next_chunk()? {
+                            writer.write_bytes(chunk)?;
+                        }
+                        Ok(writer.commit(&d, Some(size))?)
+                    })();
+                    if result.is_err() {
+                        writer.discard();
                     }
-                    Ok(writer.commit(&d, Some(size))?)
-                })();
-                if result.is_err() {
-                    writer.discard();
-                }
-                result
-            })
-            .await?;
-            self.store.link_blob(&self.repo, digest, n).await?;
+                    result
+                })
+                .await?;
+            }
+            self.root
+                .link_blob(&self.repo, digest)
+                .await
+                .map_err(root_error)?;
             Ok(())
         })
     }
 
     fn put_manifest<'a>(&'a self, m: &'a Fetched, target: Target<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let parsed = ParsedManifest::parse(&m.bytes, Some(&m.media_type))
-                .map_err(|e| Error::Manifest(e.to_string()))?;
-            self.store
-                .put_manifest(PutManifest {
-                    repo: self.repo.clone(),
-                    tag: target.tag().map(str::to_string),
-                    digest: m.digest.clone(),
-                    bytes: m.bytes.to_vec(),
-                    parsed,
-                    allow_sparse_index: false,
-                })
-                .await?;
+            let digest = self
+                .root
+                .put_manifest(&self.repo, target.tag(), m.bytes.clone(), &m.media_type)
+                .await
+                .map_err(root_error)?;
+            if digest != m.digest {
+                return Err(Error::Other(format!(
+                    "manifest {} was stored as {digest}: only sha256 manifests can go into the local store",
+                    m.digest
+                )));
+            }
             Ok(())
         })
     }

@@ -4,18 +4,21 @@
 //! Requests go through one dispatcher ([`route::parse`] picks the endpoint,
 //! repository names are checked against the spec grammar) to a handler in
 //! [`blobs`], [`uploads`], [`manifests`] or [`listing`]. Handlers only speak
-//! HTTP; storage rules live in `berth-store`.
+//! HTTP; storage rules live in `berth-store`. [`serve`] also serves the
+//! root's private [`local`] endpoint (`<root>/serve.sock`) for other berth
+//! processes on the same root.
 
 pub mod blobs;
 pub mod body;
 pub mod error;
 pub mod listing;
+pub mod local;
 pub mod manifests;
 pub mod route;
 pub mod uploads;
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -88,7 +91,7 @@ pub fn router(registry: Shared) -> Router {
     Router::new().fallback(dispatch).with_state(registry)
 }
 
-async fn dispatch(
+pub(crate) async fn dispatch(
     State(reg): State<Shared>,
     method: Method,
     uri: Uri,
@@ -106,10 +109,14 @@ async fn dispatch(
         query,
     };
     tracing::debug!(method = %req.method, uri = %req.uri, "request");
-    let mut resp = match handle(&reg, req).await {
+    let resp = match handle(&reg, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    with_api_version(resp)
+}
+
+pub(crate) fn with_api_version(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
@@ -193,18 +200,58 @@ pub fn empty(status: StatusCode, headers: &[(&'static str, String)]) -> Response
     resp
 }
 
-/// Serves `registry` on `listener` until `shutdown` resolves; requests in
-/// flight then finish before this returns.
+/// Serves `registry` on `listener`, and with full rights on the root's
+/// private local endpoint (`<root>/serve.sock`), until `shutdown` resolves;
+/// requests in flight then finish before this returns and the socket is
+/// removed. If the socket cannot be bound (say, the root's path is longer
+/// than a socket address allows), the registry runs without it and other
+/// berth commands on this root report the root as locked.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let local = match local::bind(registry.store.root()) {
+        Ok(l) => {
+            tracing::info!(socket = %l.path().display(), "local endpoint listening");
+            let path = l.path().to_path_buf();
+            let server = axum::serve(l, local::router(&registry))
+                .with_graceful_shutdown(wait(stopped.clone()));
+            Some((tokio::spawn(server.into_future()), path))
+        }
+        Err(e) => {
+            tracing::warn!("serving without the local endpoint: {e}");
+            None
+        }
+    };
+
     let listener = listener.tap_io(|tcp| {
         // Small responses (manifests, 202s) must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(registry))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let result = axum::serve(listener, router(registry))
+        .with_graceful_shutdown(wait(stopped))
+        .await;
+    // Also when the public listener failed: the local one stops with it.
+    let _ = stop.send(true);
+    if let Some((task, path)) = local {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!("local endpoint: {e}"),
+            Err(e) => tracing::warn!("local endpoint task: {e}"),
+            Ok(Ok(())) => {}
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }

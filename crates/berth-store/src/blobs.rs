@@ -3,6 +3,13 @@
 //!
 //! Invariant: a file under `blobs/` is complete, durable and matches its
 //! name. Partial data lives only under `ingest/`, which readers never look at.
+//!
+//! The blob store needs no database and no lock of its own: every writer has
+//! its own file under `ingest/tmp/` and commits by `rename`, which is atomic,
+//! and two writers of the same digest rename identical content. So several
+//! processes may write blobs into one root at once (a command beside
+//! `berth serve`); only linking blobs into repositories goes through the
+//! process that holds the metadata database.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -25,7 +32,10 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    pub(crate) fn open(root: &Path) -> io::Result<Self> {
+    /// Opens (creating if needed) the blob directories of `root`. Works
+    /// while another process holds the root's database; take a shared
+    /// [`crate::RootLock`] first so that gc cannot run meanwhile.
+    pub fn open(root: &Path) -> io::Result<Self> {
         let blobs = root.join("blobs");
         let ingest = root.join("ingest");
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
@@ -96,6 +106,21 @@ impl BlobStore {
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.ingest.join("tmp")
+    }
+
+    /// Removes scratch files of writers that died. A live writer (of this or
+    /// another process) holds an exclusive `flock` on its file: skipped.
+    pub(crate) fn clean_tmp(&self) -> io::Result<()> {
+        for entry in fs::read_dir(self.tmp_dir())? {
+            let path = entry?.path();
+            let Ok(f) = File::open(&path) else { continue };
+            // SAFETY: plain syscall on a descriptor we own.
+            let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if free {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(())
     }
 
     /// A writer for a blob whose digest is not trusted yet.
@@ -204,6 +229,12 @@ impl BlobWriter {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        // Marks the file as in use for `clean_tmp` of a process that opens
+        // the root's database meanwhile; released when the file is closed.
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(BlobWriter {
             store,
             file,
@@ -398,6 +429,46 @@ mod tests {
             with_x.len() as u64
         );
         assert!(store.verify(&dx).unwrap());
+    }
+
+    #[test]
+    fn tmp_cleanup_skips_live_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut live = store.writer().unwrap();
+        live.write(b"in flight").unwrap();
+        let dead = store.tmp_dir().join("dead");
+        fs::write(&dead, b"left by a killed process").unwrap();
+        store.clean_tmp().unwrap();
+        assert!(!dead.exists());
+        let d = Digest::sha256_of(b"in flight");
+        live.commit(&d, None).unwrap();
+        assert!(store.verify(&d).unwrap());
+    }
+
+    #[test]
+    fn writers_of_separate_handles_commit_the_same_blob_concurrently() {
+        // Two processes writing the same layer: two handles, many threads.
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 241) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                let store = BlobStore::open(dir.path()).unwrap();
+                let (data, d) = (&data, &d);
+                s.spawn(move || {
+                    let mut w = store.writer().unwrap();
+                    for c in data.chunks(256 << 10) {
+                        w.write_bytes(bytes::Bytes::copy_from_slice(c)).unwrap();
+                    }
+                    w.commit(d, Some(data.len() as u64)).unwrap();
+                });
+            }
+        });
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.list().unwrap(), vec![d.clone()]);
+        assert!(store.verify(&d).unwrap());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

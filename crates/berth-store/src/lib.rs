@@ -9,7 +9,15 @@
 //! <root>/blobs/sha256/<hex>  committed blobs (complete, verified, durable)
 //! <root>/ingest/uploads/<id> data of open upload sessions
 //! <root>/ingest/tmp/         scratch for monolithic writes, emptied on open
+//! <root>/meta.owner          pid and command of the process holding meta.redb
+//! <root>/serve.sock          `berth serve`'s private local endpoint
 //! ```
+//!
+//! Only one process can open `meta.redb`. The blob store works without it
+//! ([`BlobStore::open`]): blobs are plain files committed by rename, so any
+//! number of processes may write blobs at once, and a process that does not
+//! hold the database sends only metadata to the one that does (`berth serve`
+//! over [`SOCKET_NAME`]).
 
 pub mod blobs;
 pub mod fsck;
@@ -29,6 +37,7 @@ pub use blobs::{BlobStore, BlobWriter};
 pub use fsck::FsckReport;
 pub use gc::{GcOptions, GcReport};
 pub use meta::Meta;
+pub use repo::Page;
 pub use repo::{ManifestEntry, PutManifest, PutManifestOutcome};
 pub use uploads::{UploadRecord, Uploads};
 
@@ -54,9 +63,39 @@ pub enum StoreError {
     NameUnknown(String),
     #[error("upload {0} is not known: it was finished, cancelled or never started")]
     UploadUnknown(String),
-    #[error("the root {0} is in use by another berth process ({1}); stop it first")]
-    Locked(PathBuf, &'static str),
+    #[error("the root {0} is in use by another berth process ({1})")]
+    Locked(PathBuf, LockReason),
 }
+
+/// Why a root could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockReason {
+    /// `berth gc` holds the root exclusively.
+    Gc,
+    /// Exclusive access was asked for, but others have the root open.
+    InUse,
+    /// Another process holds the metadata database (a server or a command).
+    Database,
+}
+
+impl std::fmt::Display for LockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockReason::Gc => "berth gc is running; wait for it to finish",
+            LockReason::InUse => "a server or another command has it open; stop it first",
+            LockReason::Database => "another process holds its metadata database",
+        })
+    }
+}
+
+/// File name of `berth serve`'s private local endpoint inside a root.
+pub const SOCKET_NAME: &str = "serve.sock";
+
+/// Path prefix of the local endpoint's admin route that links a blob
+/// already in `blobs/` into a repository: `POST {LINK_ROUTE}<repo>/<digest>`.
+pub const LINK_ROUTE: &str = "/_berth/v1/link/";
+
+const OWNER_FILE: &str = "meta.owner";
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
@@ -96,11 +135,18 @@ pub struct Store {
     pub blobs: BlobStore,
     pub meta: Meta,
     pub uploads: Uploads,
-    _lock: Flock<File>,
+    _lock: RootLock,
 }
 
-impl Store {
-    pub fn open(root: &Path, access: Access) -> Result<Store, StoreError> {
+/// The advisory lock on `<root>/berth.lock`: shared by everything that uses
+/// a root (servers, commands, processes writing blobs beside a server),
+/// exclusive for gc, which deletes blobs nobody references *yet*.
+pub struct RootLock {
+    _file: Flock<File>,
+}
+
+impl RootLock {
+    pub fn acquire(root: &Path, access: Access) -> Result<RootLock, StoreError> {
         fs::create_dir_all(root)?;
         let lock_file = File::options()
             .create(true)
@@ -111,24 +157,32 @@ impl Store {
             Access::Shared => FlockArg::LockSharedNonblock,
             Access::Exclusive => FlockArg::LockExclusiveNonblock,
         };
-        let lock = Flock::lock(lock_file, arg).map_err(|(_, _)| {
+        let file = Flock::lock(lock_file, arg).map_err(|(_, _)| {
             StoreError::Locked(
                 root.to_path_buf(),
                 match access {
-                    Access::Shared => "berth gc is running",
-                    Access::Exclusive => "a server or another command has it open",
+                    Access::Shared => LockReason::Gc,
+                    Access::Exclusive => LockReason::InUse,
                 },
             )
         })?;
+        Ok(RootLock { _file: file })
+    }
+}
+
+impl Store {
+    pub fn open(root: &Path, access: Access) -> Result<Store, StoreError> {
+        let lock = RootLock::acquire(root, access)?;
         let blobs = BlobStore::open(root)?;
-        // Monolithic writes in flight when a previous process died.
-        for entry in fs::read_dir(blobs.tmp_dir())? {
-            let _ = fs::remove_file(entry?.path());
-        }
         let meta = Meta::open(&root.join("meta.redb")).map_err(|e| match e {
             StoreError::Locked(_, why) => StoreError::Locked(root.to_path_buf(), why),
             other => other,
         })?;
+        // Monolithic writes in flight when a previous process died. Writers
+        // of other live processes (beside a server) hold a lock on their
+        // file and are skipped.
+        blobs.clean_tmp()?;
+        write_owner(root);
         let uploads = Uploads::new(blobs.clone());
         Ok(Store {
             root: root.to_path_buf(),
@@ -144,6 +198,28 @@ impl Store {
     }
 }
 
+/// Records who holds the database, so a process that finds it locked can
+/// name the holder. Best effort: the message is the only user.
+fn write_owner(root: &Path) {
+    let cmd = std::env::args().collect::<Vec<_>>().join(" ");
+    let _ = fs::write(
+        root.join(OWNER_FILE),
+        format!("{}\n{cmd}\n", std::process::id()),
+    );
+}
+
+/// "pid N: COMMAND" of the live process that last opened `root`'s
+/// database, if it is still running.
+pub fn database_holder(root: &Path) -> Option<String> {
+    let text = fs::read_to_string(root.join(OWNER_FILE)).ok()?;
+    let (pid, cmd) = text.split_once('\n')?;
+    let pid: u32 = pid.trim().parse().ok()?;
+    if pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists() {
+        return None;
+    }
+    Some(format!("pid {pid}: {}", cmd.trim()))
+}
+
 /// `$XDG_DATA_HOME/berth`, `~/.local/share/berth`, or `/var/lib/berth` for root.
 pub fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
@@ -155,5 +231,47 @@ pub fn default_root() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/berth"),
         None => PathBuf::from("/var/lib/berth"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_on_the_root_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), Access::Shared).unwrap();
+        // redb refuses a second handle, even within one process.
+        match Store::open(dir.path(), Access::Shared) {
+            Err(StoreError::Locked(_, LockReason::Database)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+        // The holder is this process, which is not reported as "another".
+        assert_eq!(database_holder(dir.path()), None);
+        let owner = fs::read_to_string(dir.path().join(OWNER_FILE)).unwrap();
+        assert!(owner.starts_with(&format!("{}\n", std::process::id())));
+        // A blob store beside it works.
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let mut w = blobs.writer().unwrap();
+        w.write(b"x").unwrap();
+        w.commit(&Digest::sha256_of(b"x"), None).unwrap();
+    }
+
+    #[test]
+    fn gc_excludes_shared_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = RootLock::acquire(dir.path(), Access::Shared).unwrap();
+        assert!(matches!(
+            Store::open(dir.path(), Access::Exclusive),
+            Err(StoreError::Locked(_, LockReason::InUse))
+        ));
+        drop(shared);
+        let _gc = Store::open(dir.path(), Access::Exclusive).unwrap();
+        assert!(matches!(
+            RootLock::acquire(dir.path(), Access::Shared),
+            Err(StoreError::Locked(_, LockReason::Gc))
+        ));
     }
 }

@@ -52,7 +52,7 @@ impl Meta {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(
                     path.to_path_buf(),
-                    "another process holds its database",
+                    crate::LockReason::Database,
                 ))
             }
             Err(e) => return Err(e.into()),

@@ -89,6 +89,17 @@ impl Store {
             .await
     }
 
+    /// Links a blob that is already committed under `blobs/` (written by
+    /// this or another process) into `repo`; returns its size.
+    pub async fn link_stored_blob(&self, repo: &str, digest: &Digest) -> Result<u64, StoreError> {
+        let size = self
+            .blobs
+            .size(digest)?
+            .ok_or_else(|| StoreError::BlobUnknown(digest.clone()))?;
+        self.link_blob(repo, digest, size).await?;
+        Ok(size)
+    }
+
     /// Cross-repository mount: links `digest` into `repo` if `from` has it.
     /// Returns the blob's size, or `None` if `from` does not have it.
     pub async fn mount_blob(
