@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use berth_oci::{ManifestKind, ParsedManifest, Reference};
-use berth_store::{Access, Store};
+use berth_root::LocalRoot;
 
 #[derive(clap::Args)]
 pub struct ImagesArgs {
@@ -28,7 +28,7 @@ struct Row {
 
 /// Bytes an image takes: its manifest, config and layers; for an index, its
 /// own bytes plus those of the children present in the repository.
-fn image_size(store: &Store, repo: &str, bytes: &[u8], media_type: &str) -> u64 {
+async fn image_size(store: &LocalRoot, repo: &str, bytes: &[u8], media_type: &str) -> u64 {
     let Ok(m) = ParsedManifest::parse(bytes, Some(media_type)) else {
         return bytes.len() as u64;
     };
@@ -36,16 +36,15 @@ fn image_size(store: &Store, repo: &str, bytes: &[u8], media_type: &str) -> u64 
     match m.kind {
         ManifestKind::Image => own + m.required_blobs().map(|d| d.size).sum::<u64>(),
         ManifestKind::Index => {
-            own + m
-                .manifests
-                .iter()
-                .filter_map(|c| {
-                    let child = store
-                        .manifest(repo, &Reference::Digest(c.digest.clone()))
-                        .ok()??;
-                    Some(image_size(store, repo, &child.bytes, &child.media_type))
-                })
-                .sum::<u64>()
+            let mut total = own;
+            for c in &m.manifests {
+                let r = Reference::Digest(c.digest.clone());
+                if let Ok(Some(child)) = store.manifest(repo, &r).await {
+                    total +=
+                        Box::pin(image_size(store, repo, &child.bytes, &child.media_type)).await;
+                }
+            }
+            total
         }
     }
 }
@@ -70,26 +69,32 @@ pub fn images(root: Option<PathBuf>, args: ImagesArgs) -> Result<()> {
         anyhow::bail!("unknown --format {:?}: use table or json", args.format);
     }
     let root = root.unwrap_or_else(berth_store::default_root);
-    let store = Store::open(&root, Access::Shared)
+    // Through `berth serve`'s local endpoint if a server holds the root.
+    let store = LocalRoot::open(&root)
         .with_context(|| format!("cannot open the berth root {}", root.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let rows = rt.block_on(rows(&store, args.repository.as_deref()))?;
+    print_rows(&rows, &args)
+}
+
+async fn rows(store: &LocalRoot, prefix: Option<&str>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for repo in store.catalog(None, None)?.items {
-        if args
-            .repository
-            .as_deref()
-            .is_some_and(|p| !repo.starts_with(p))
-        {
+    for repo in store.catalog().await? {
+        if prefix.is_some_and(|p| !repo.starts_with(p)) {
             continue;
         }
-        let Some(tags) = store.tags(&repo, None, None)? else {
+        let Some(tags) = store.tags(&repo).await? else {
             continue;
         };
-        for tag in tags.items {
-            let Some(m) = store.manifest(&repo, &Reference::Tag(tag.clone()))? else {
+        for tag in tags {
+            let Some(m) = store.manifest(&repo, &Reference::Tag(tag.clone())).await? else {
                 continue;
             };
             rows.push(Row {
-                size: image_size(&store, &repo, &m.bytes, &m.media_type),
+                size: image_size(store, &repo, &m.bytes, &m.media_type).await,
                 repository: repo.clone(),
                 tag,
                 digest: m.digest.to_string(),
@@ -97,8 +102,12 @@ pub fn images(root: Option<PathBuf>, args: ImagesArgs) -> Result<()> {
             });
         }
     }
+    Ok(rows)
+}
+
+fn print_rows(rows: &[Row], args: &ImagesArgs) -> Result<()> {
     if args.quiet {
-        for r in &rows {
+        for r in rows {
             println!("{}", r.digest);
         }
     } else if args.format == "json" {
@@ -124,7 +133,7 @@ pub fn images(root: Option<PathBuf>, args: ImagesArgs) -> Result<()> {
             "{:<w$}   {:<t$}   {:<19}   SIZE",
             "REPOSITORY", "TAG", "DIGEST"
         );
-        for r in &rows {
+        for r in rows {
             let short = r.digest.get(..19).unwrap_or(&r.digest);
             println!(
                 "{:<w$}   {:<t$}   {short}   {}",
