@@ -4,6 +4,8 @@
 //! children before the index that names them.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_oci::{Descriptor, Digest, ManifestKind, ParsedManifest};
@@ -11,7 +13,9 @@ use futures_util::future::BoxFuture;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::archive::{ArchiveKind, ArchiveReader, ArchiveWriter};
-use crate::endpoint::{Endpoint, Fetched, LayoutEndpoint, RegistryEndpoint, StoreEndpoint, Target};
+use crate::endpoint::{
+    ByteStream, Endpoint, Fetched, LayoutEndpoint, RegistryEndpoint, StoreEndpoint, Target,
+};
 use crate::{Error, Location, Result};
 
 /// `os/arch[/variant]`.
@@ -71,14 +75,42 @@ pub struct Options {
     pub root: std::path::PathBuf,
 }
 
-/// Progress reports.
+/// Progress reports, in the order things happen. A blob ends with exactly
+/// one of `Copied`, `Skipped` or `Mounted` (unless the copy fails); only a
+/// copied blob has `Started` and `Progress` before that.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A blob's bytes start to move (again, after a retried failure: its
+    /// progress restarts from 0).
+    Started { digest: Digest, size: u64 },
+    /// Bytes of a moving blob read from the source so far. Sent at most
+    /// every [`PROGRESS_INTERVAL`] per blob, never per chunk.
+    Progress {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
+    /// Streamed from the source and stored, verified, at the destination.
     Copied { digest: Digest, size: u64 },
+    /// The destination already had it.
     Skipped { digest: Digest, size: u64 },
-    Mounted { digest: Digest, size: u64 },
-    Manifest { digest: Digest },
+    /// Linked from repository `from` of the same registry; no bytes moved.
+    Mounted {
+        digest: Digest,
+        size: u64,
+        from: String,
+    },
+    /// A manifest stored byte-exact (children before the index naming them).
+    Manifest {
+        digest: Digest,
+        media_type: String,
+        size: u64,
+    },
 }
+
+/// How often a moving blob reports [`Event::Progress`]: often enough for a
+/// smooth bar, rare enough to cost nothing next to the transfer.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Opens the endpoint a location names; a destination is created if needed.
 pub fn open(loc: &Location, opts: &Options, create: bool) -> Result<Box<dyn Endpoint>> {
@@ -313,6 +345,8 @@ impl Ctx<'_> {
             self.dst.put_manifest(m, target).await?;
             (self.progress)(Event::Manifest {
                 digest: m.digest.clone(),
+                media_type: m.media_type.clone(),
+                size: m.bytes.len() as u64,
             });
             Ok(())
         })
@@ -345,20 +379,222 @@ impl Ctx<'_> {
             (self.src.registry_repo(), self.dst.registry_repo())
         {
             if sh == dh && self.dst.mount_blob(srepo, &d.digest).await? {
-                (self.progress)(Event::Mounted { digest, size });
+                (self.progress)(Event::Mounted {
+                    digest,
+                    size,
+                    from: srepo.to_string(),
+                });
                 return Ok(());
             }
         }
         let data = self.src.read_blob(&d.digest).await?;
-        self.dst.write_blob(&d.digest, d.size, data).await?;
+        (self.progress)(Event::Started {
+            digest: digest.clone(),
+            size,
+        });
+        // The stream only bumps a counter; this task samples it on a timer,
+        // so the per-chunk cost is one relaxed atomic add.
+        let done = Arc::new(AtomicU64::new(0));
+        let mut write = self
+            .dst
+            .write_blob(&d.digest, d.size, counted(data, done.clone()));
+        let start = tokio::time::Instant::now() + PROGRESS_INTERVAL;
+        let mut tick = tokio::time::interval_at(start, PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut write => {
+                    result?;
+                    break;
+                }
+                _ = tick.tick() => (self.progress)(Event::Progress {
+                    digest: digest.clone(),
+                    done: done.load(Ordering::Relaxed),
+                    total: size,
+                }),
+            }
+        }
         (self.progress)(Event::Copied { digest, size });
         Ok(())
     }
 }
 
+/// `data`, adding the length of every chunk that passes to `done`.
+fn counted(data: ByteStream, done: Arc<AtomicU64>) -> ByteStream {
+    data.inspect_ok(move |chunk| {
+        done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    })
+    .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    /// A layout whose blob reads trickle: `chunks` chunks of 1 KiB, `pause`
+    /// apart, so a transfer spans several progress intervals.
+    struct Slow {
+        inner: LayoutEndpoint,
+        layout: berth_layout::OciLayout,
+        chunks: usize,
+        pause: Duration,
+    }
+
+    impl Endpoint for Slow {
+        fn get_manifest<'a>(&'a self, r: &'a str) -> BoxFuture<'a, Result<Fetched>> {
+            self.inner.get_manifest(r)
+        }
+        fn has_blob<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<Option<u64>>> {
+            self.inner.has_blob(d)
+        }
+        fn read_blob<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+            Box::pin(async move {
+                let data = Bytes::from(self.layout.read_blob(d)?);
+                let pause = self.pause;
+                let per = data.len().div_ceil(self.chunks).max(1);
+                let parts: Vec<Bytes> = (0..data.len())
+                    .step_by(per)
+                    .map(|i| data.slice(i..(i + per).min(data.len())))
+                    .collect();
+                Ok(stream::iter(parts)
+                    .then(move |b| async move {
+                        tokio::time::sleep(pause).await;
+                        Ok(b)
+                    })
+                    .boxed())
+            })
+        }
+        fn write_blob<'a>(
+            &'a self,
+            d: &'a Digest,
+            size: u64,
+            data: ByteStream,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.write_blob(d, size, data)
+        }
+        fn put_manifest<'a>(&'a self, m: &'a Fetched, t: Target<'a>) -> BoxFuture<'a, Result<()>> {
+            self.inner.put_manifest(m, t)
+        }
+    }
+
+    fn source_layout(dir: &Path, layer: &[u8]) -> Digest {
+        let layout = berth_layout::OciLayout::open_or_create(dir).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let cd = layout.write_blob_bytes(config).unwrap();
+        let ld = layout.write_blob_bytes(layer).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": berth_oci::media_type::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cd.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": ld.to_string(), "size": layer.len()}],
+        }))
+        .unwrap();
+        let md = layout.write_blob_bytes(&manifest).unwrap();
+        let desc = Descriptor {
+            media_type: berth_oci::media_type::OCI_MANIFEST.into(),
+            digest: md.clone(),
+            size: manifest.len() as u64,
+            urls: None,
+            annotations: None,
+            artifact_type: None,
+            platform: None,
+        };
+        layout.add_manifest(desc, Some("v1")).unwrap();
+        md
+    }
+
+    #[tokio::test]
+    async fn progress_is_reported_at_a_bounded_rate_then_each_blob_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = vec![7u8; 100 * 1024];
+        let md = source_layout(&tmp.path().join("src"), &layer);
+        let layer_digest = Digest::sha256_of(&layer);
+        // 100 chunks over ~500 ms: about 5 progress reports, not 100.
+        let src = Slow {
+            inner: LayoutEndpoint::open(&tmp.path().join("src"), false).unwrap(),
+            layout: berth_layout::OciLayout::open(&tmp.path().join("src")).unwrap(),
+            chunks: 100,
+            pause: Duration::from_millis(5),
+        };
+        let dst = LayoutEndpoint::open(&tmp.path().join("dst"), true).unwrap();
+        let opts = Options {
+            all: false,
+            platform: Platform::parse("linux/amd64").unwrap(),
+            jobs: 2,
+            insecure: false,
+            root: tmp.path().join("root"),
+        };
+        let events = Mutex::new(Vec::new());
+        let what = Location::Layout {
+            path: tmp.path().join("src"),
+            tag: Some("v1".into()),
+        };
+        let record = |e: Event| events.lock().unwrap().push(e);
+        let got = copy_endpoints(&src, &what, "v1", &dst, Some("v1"), &opts, &record)
+            .await
+            .unwrap();
+        assert_eq!(got, md);
+        let events = events.into_inner().unwrap();
+        let of_layer: Vec<&Event> = events
+            .iter()
+            .filter(|e| match e {
+                Event::Started { digest, .. }
+                | Event::Progress { digest, .. }
+                | Event::Copied { digest, .. } => *digest == layer_digest,
+                _ => false,
+            })
+            .collect();
+        assert!(matches!(
+            of_layer.first(),
+            Some(Event::Started { size: 102400, .. })
+        ));
+        assert!(matches!(
+            of_layer.last(),
+            Some(Event::Copied { size: 102400, .. })
+        ));
+        let done: Vec<u64> = of_layer
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress { done, total, .. } => {
+                    assert_eq!(*total, 102400);
+                    Some(*done)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(!done.is_empty(), "a slow blob reports progress: {events:?}");
+        assert!(done.len() <= 12, "bounded by time, not chunks: {done:?}");
+        assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+        assert!(done.iter().all(|d| *d <= 102400));
+        assert!(matches!(
+            events.last(),
+            Some(Event::Manifest { digest, media_type, .. })
+                if *digest == md && media_type == berth_oci::media_type::OCI_MANIFEST
+        ));
+
+        // Again: both blobs are there, so nothing starts or moves.
+        let events = Mutex::new(Vec::new());
+        let record = |e: Event| events.lock().unwrap().push(e);
+        copy_endpoints(&src, &what, "v1", &dst, Some("v1"), &opts, &record)
+            .await
+            .unwrap();
+        let events = events.into_inner().unwrap();
+        let skipped = events
+            .iter()
+            .filter(|e| matches!(e, Event::Skipped { .. }))
+            .count();
+        assert_eq!(skipped, 2, "{events:?}");
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            Event::Started { .. } | Event::Progress { .. } | Event::Copied { .. }
+        )));
+    }
 
     #[test]
     fn platforms_parse_and_match() {

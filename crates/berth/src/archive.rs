@@ -12,6 +12,8 @@ use berth_copy::{
 use berth_oci::ImageRef;
 use clap::Args;
 
+use crate::progress::{Format, Mode, Reporter};
+
 #[derive(Args, Debug)]
 pub struct SaveArgs {
     /// Write to this file instead of standard output
@@ -26,6 +28,9 @@ pub struct SaveArgs {
     /// Speak plain HTTP to registries (loopback addresses always do)
     #[arg(long)]
     insecure: bool,
+    /// No progress on stderr (errors still go there)
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -33,7 +38,7 @@ pub struct LoadArgs {
     /// Read from this file instead of standard input (docker-archive or oci-archive)
     #[arg(short, long)]
     input: Option<PathBuf>,
-    /// Print nothing
+    /// No progress on stderr and no `Loaded image:` lines on stdout
     #[arg(short, long)]
     quiet: bool,
 }
@@ -41,7 +46,7 @@ pub struct LoadArgs {
 fn options(root: Option<PathBuf>, platform: &str, insecure: bool) -> Result<Options> {
     Ok(Options {
         all: false,
-        platform: Platform::parse(platform).map_err(|e| anyhow!(e))?,
+        platform: Platform::parse(platform).map_err(crate::exit::usage)?,
         jobs: 4,
         insecure,
         root: root.unwrap_or_else(berth_store::default_root),
@@ -62,7 +67,8 @@ fn source(s: &str) -> Result<(Location, Option<String>)> {
         Some(r) => (r, true),
         None => (s, false),
     };
-    let r = ImageRef::parse(r).with_context(|| format!("{s:?} is not an image reference"))?;
+    let r = ImageRef::parse(r)
+        .map_err(|e| crate::exit::usage(format!("{s:?} is not an image reference: {e}")))?;
     let name = match (&r.tag, &r.digest) {
         (_, Some(_)) => None,
         (Some(_), None) => Some(r.familiar()),
@@ -98,7 +104,9 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<()> {
         .map(|s| source(s))
         .collect::<Result<Vec<_>>>()?;
     let rt = runtime()?;
-    rt.block_on(async {
+    // Progress on stderr: stdout may be the archive itself.
+    let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));
+    let result = rt.block_on(async {
         let writer = ArchiveWriter::create(&path, ArchiveKind::Docker)?;
         for (loc, name) in &sources {
             let src = berth_copy::open(loc, &opts, false)?;
@@ -114,14 +122,16 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<()> {
                 &writer,
                 name.as_deref(),
                 &opts,
-                &|_| {},
+                &|e| reporter.event(e),
             )
             .await
             .with_context(|| format!("saving {loc}"))?;
         }
         writer.finish().await?;
         anyhow::Ok(())
-    })?;
+    });
+    reporter.finish(result.is_ok());
+    result?;
     if args.output.is_none() {
         let mut f = std::fs::File::open(&path)?;
         std::io::copy(&mut f, &mut std::io::stdout().lock()).context("writing the archive")?;
@@ -149,6 +159,7 @@ pub fn load(root: Option<PathBuf>, args: LoadArgs) -> Result<()> {
     let reader = ArchiveReader::open_any(path).with_context(what)?;
     let images = reader.images().with_context(what)?;
     let rt = runtime()?;
+    let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));
     let mut loaded = 0;
     for image in images {
         let Some(name) = image.name else {
@@ -158,8 +169,9 @@ pub fn load(root: Option<PathBuf>, args: LoadArgs) -> Result<()> {
             );
             continue;
         };
+        // The archive's fault, not the command line's: a plain error (exit 1).
         let r = ImageRef::parse(&name)
-            .with_context(|| format!("image name {name:?} in the archive"))?;
+            .map_err(|e| anyhow!("image name {name:?} in the archive is not a reference: {e}"))?;
         let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
         let dst = Location::Local {
             repo: r.repository.clone(),
@@ -169,7 +181,7 @@ pub fn load(root: Option<PathBuf>, args: LoadArgs) -> Result<()> {
             path: path.to_path_buf(),
             tag: None,
         };
-        rt.block_on(async {
+        let result = rt.block_on(async {
             let store = berth_copy::open(&dst, &opts, true)?;
             berth_copy::copy_endpoints(
                 &reader,
@@ -178,19 +190,24 @@ pub fn load(root: Option<PathBuf>, args: LoadArgs) -> Result<()> {
                 store.as_ref(),
                 Some(&tag),
                 &opts,
-                &|_| {},
+                &|e| reporter.event(e),
             )
             .await?;
             anyhow::Ok(())
-        })
-        .with_context(|| format!("loading {name} from {}", path.display()))?;
+        });
+        if result.is_err() {
+            reporter.finish(false);
+        }
+        result.with_context(|| format!("loading {name} from {}", path.display()))?;
         loaded += 1;
         if !args.quiet {
-            println!("Loaded image: {}", r.with_tag(&tag).familiar());
+            reporter.suspend(|| println!("Loaded image: {}", r.with_tag(&tag).familiar()));
         }
     }
     if loaded == 0 {
+        reporter.finish(false);
         bail!("{} holds no named image to load", path.display());
     }
+    reporter.finish(true);
     Ok(())
 }

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use berth_client::RegistryClient;
@@ -23,6 +25,8 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::inspect::{block_on, client_for, parse_ref, RemoteOpts};
+use crate::progress::{track, Format, Mode, Reporter};
+use berth_copy::Event;
 
 /// Layer media type of a file given without one (as oras).
 pub const DEFAULT_LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -69,6 +73,9 @@ struct PushArgs {
     /// Config blob instead of the empty one
     #[arg(long, value_name = "FILE:MEDIATYPE")]
     config: Option<String>,
+    /// No progress on stderr (errors still go there)
+    #[arg(long, short)]
+    quiet: bool,
     #[command(flatten)]
     remote: RemoteOpts,
 }
@@ -80,6 +87,9 @@ struct PullArgs {
     /// Directory to write the files into
     #[arg(long, short = 'o', default_value = ".")]
     output: PathBuf,
+    /// No progress on stderr (errors still go there)
+    #[arg(long, short)]
+    quiet: bool,
     #[command(flatten)]
     remote: RemoteOpts,
 }
@@ -97,6 +107,9 @@ struct AttachArgs {
     /// Manifest annotation (repeatable)
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
     annotations: Vec<String>,
+    /// No progress on stderr (errors still go there)
+    #[arg(long, short)]
+    quiet: bool,
     #[command(flatten)]
     remote: RemoteOpts,
 }
@@ -263,9 +276,16 @@ fn config_json(desc: &Descriptor) -> ConfigDescriptor<'_> {
     }
 }
 
-async fn upload(client: &RegistryClient, repository: &str, blob: &Blob) -> Result<()> {
+async fn upload(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Blob,
+    reporter: &Reporter,
+) -> Result<()> {
     let d = &blob.desc;
+    let (digest, size) = (d.digest.clone(), d.size);
     if client.blob_exists(repository, &d.digest).await? == Some(d.size) {
+        reporter.event(Event::Skipped { digest, size });
         return Ok(());
     }
     match &blob.source {
@@ -279,22 +299,38 @@ async fn upload(client: &RegistryClient, repository: &str, blob: &Blob) -> Resul
             let file = tokio::fs::File::open(path)
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let data = futures_util::stream::unfold(file, |mut f| async move {
-                let mut buf = vec![0u8; 1 << 20];
-                match f.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(Bytes::from(buf)), f))
+            reporter.event(Event::Started {
+                digest: digest.clone(),
+                size,
+            });
+            let done = Arc::new(AtomicU64::new(0));
+            let counter = done.clone();
+            let data = futures_util::stream::unfold(file, move |mut f| {
+                let counter = counter.clone();
+                async move {
+                    let mut buf = vec![0u8; 1 << 20];
+                    match f.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                            Some((Ok(Bytes::from(buf)), f))
+                        }
+                        Err(e) => Some((Err(e), f)),
                     }
-                    Err(e) => Some((Err(e), f)),
                 }
             });
-            client
-                .push_blob(repository, &d.digest, d.size, data)
-                .await?;
+            track(
+                reporter,
+                &d.digest,
+                d.size,
+                &done,
+                client.push_blob(repository, &d.digest, d.size, data),
+            )
+            .await?;
         }
     }
+    reporter.event(Event::Copied { digest, size });
     Ok(())
 }
 
@@ -307,16 +343,16 @@ struct NewArtifact<'a> {
 
 /// Uploads the blobs and builds the manifest (not yet pushed).
 async fn prepare(
-    client: &RegistryClient,
-    repository: &str,
+    (client, repository): (&RegistryClient, &str),
     layers: &[Blob],
     config: &Blob,
     artifact_type: Option<&str>,
     subject: Option<&Descriptor>,
     annotations: Option<&Map<String, Value>>,
+    reporter: &Reporter,
 ) -> Result<Bytes> {
     for b in layers.iter().chain(std::iter::once(config)) {
-        upload(client, repository, b).await?;
+        upload(client, repository, b, reporter).await?;
     }
     let layer_descs: Vec<Descriptor> = layers.iter().map(|b| b.desc.clone()).collect();
     let manifest = ArtifactManifest {
@@ -386,24 +422,33 @@ fn push(args: PushArgs) -> Result<()> {
         annotations: &args.annotations,
     })?;
     let client = client_for(&image.registry, &args.remote)?;
-    let digest = block_on(async {
+    let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));
+    let result = block_on(async {
         let bytes = prepare(
-            &client,
-            &image.repository,
+            (&client, &image.repository),
             &layers,
             &config,
             artifact_type.as_deref(),
             None,
             annotations.as_ref(),
+            &reporter,
         )
         .await?;
         let reference = image.reference();
+        let size = bytes.len() as u64;
         let digest = client
             .put_manifest(&image.repository, &reference, mt::OCI_MANIFEST, bytes)
             .await?;
+        reporter.event(Event::Manifest {
+            digest: digest.clone(),
+            media_type: mt::OCI_MANIFEST.to_owned(),
+            size,
+        });
         anyhow::Ok(digest)
-    })??;
-    println!("{digest}");
+    })
+    .and_then(|r| r);
+    reporter.finish(result.is_ok());
+    println!("{}", result?);
     Ok(())
 }
 
@@ -412,7 +457,12 @@ async fn manifest_descriptor(client: &RegistryClient, image: &ImageRef) -> Resul
     let info = client
         .head_manifest(&image.repository, &image.reference(), &[])
         .await?
-        .with_context(|| format!("manifest unknown: {} does not exist", image.familiar()))?;
+        .ok_or_else(|| {
+            crate::exit::not_found(format!(
+                "manifest unknown: {} does not exist",
+                image.familiar()
+            ))
+        })?;
     Ok(Descriptor {
         media_type: info.media_type,
         digest: info.digest,
@@ -438,16 +488,17 @@ fn attach(args: AttachArgs) -> Result<()> {
         annotations: &args.annotations,
     })?;
     let client = client_for(&image.registry, &args.remote)?;
-    let digest = block_on(async {
+    let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));
+    let result = block_on(async {
         let subject = manifest_descriptor(&client, &image).await?;
         let bytes = prepare(
-            &client,
-            &image.repository,
+            (&client, &image.repository),
             &layers,
             &config,
             artifact_type.as_deref(),
             Some(&subject),
             annotations.as_ref(),
+            &reporter,
         )
         .await?;
         let digest = Digest::sha256_of(&bytes);
@@ -475,9 +526,16 @@ fn attach(args: AttachArgs) -> Result<()> {
                 .add_referrer_to_tag_schema(&image.repository, &subject.digest, &entry)
                 .await?;
         }
+        reporter.event(Event::Manifest {
+            digest: digest.clone(),
+            media_type: mt::OCI_MANIFEST.to_owned(),
+            size,
+        });
         anyhow::Ok(digest)
-    })??;
-    println!("{digest}");
+    })
+    .and_then(|r| r);
+    reporter.finish(result.is_ok());
+    println!("{}", result?);
     Ok(())
 }
 
@@ -499,7 +557,8 @@ fn pull(args: PullArgs) -> Result<()> {
     let image = parse_ref(&args.source)?;
     let client = client_for(&image.registry, &args.remote)?;
     let dir = args.output;
-    block_on(async {
+    let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));
+    let result = block_on(async {
         let m = client
             .get_manifest(&image.repository, &image.reference(), &[mt::OCI_MANIFEST])
             .await
@@ -534,7 +593,7 @@ fn pull(args: PullArgs) -> Result<()> {
         for (title, layer) in files {
             let target = dir.join(&title);
             let tmp = dir.join(format!(".{title}.berth-partial"));
-            let result = download(&client, &image, &layer, &tmp).await;
+            let result = download(&client, &image, &layer, &tmp, &reporter).await;
             if let Err(e) = result {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e);
@@ -542,11 +601,13 @@ fn pull(args: PullArgs) -> Result<()> {
             tokio::fs::rename(&tmp, &target)
                 .await
                 .with_context(|| format!("cannot write {}", target.display()))?;
-            println!("{}", target.display());
+            reporter.suspend(|| println!("{}", target.display()));
         }
         anyhow::Ok(())
-    })??;
-    Ok(())
+    })
+    .and_then(|r| r);
+    reporter.finish(result.is_ok());
+    result
 }
 
 /// Downloads one layer to `path`, verified (digest by the client, size here).
@@ -555,6 +616,7 @@ async fn download(
     image: &ImageRef,
     layer: &Descriptor,
     path: &Path,
+    reporter: &Reporter,
 ) -> Result<()> {
     let blob = client
         .get_blob(&image.repository, &layer.digest, 0)
@@ -563,21 +625,31 @@ async fn download(
     let mut file = tokio::fs::File::create(path)
         .await
         .with_context(|| format!("cannot create {}", path.display()))?;
-    let mut stream = blob.stream;
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        size += chunk.len() as u64;
-        file.write_all(&chunk).await?;
-    }
-    if size != layer.size {
+    let (digest, size) = (layer.digest.clone(), layer.size);
+    reporter.event(Event::Started {
+        digest: digest.clone(),
+        size,
+    });
+    let done = AtomicU64::new(0);
+    let transfer = async {
+        let mut stream = blob.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            file.write_all(&chunk).await?;
+        }
+        anyhow::Ok(())
+    };
+    track(reporter, &digest, size, &done, transfer).await?;
+    let got = done.load(Ordering::Relaxed);
+    if got != size {
         bail!(
-            "blob {} has {size} bytes, the manifest says {}",
-            layer.digest,
-            layer.size
+            "blob {} has {got} bytes, the manifest says {size}",
+            layer.digest
         );
     }
     file.sync_all().await?;
+    reporter.event(Event::Copied { digest, size });
     Ok(())
 }
 

@@ -78,7 +78,10 @@ pub fn parse_ref(s: &str) -> Result<ImageRef> {
 /// Turns "not found" into what the user needs to read.
 fn manifest_error(image: &ImageRef, e: ClientError) -> anyhow::Error {
     if e.is_not_found() {
-        anyhow::anyhow!("manifest unknown: {} does not exist", image.familiar())
+        crate::exit::not_found(format!(
+            "manifest unknown: {} does not exist",
+            image.familiar()
+        ))
     } else {
         e.into()
     }
@@ -452,7 +455,10 @@ pub fn digest(args: DigestArgs) -> Result<()> {
                     .await
                     .map_err(|e| manifest_error(&image, e))?
                     .ok_or_else(|| {
-                        anyhow::anyhow!("manifest unknown: {} does not exist", image.familiar())
+                        crate::exit::not_found(format!(
+                            "manifest unknown: {} does not exist",
+                            image.familiar()
+                        ))
                     })?
                     .digest
             }
@@ -483,7 +489,10 @@ struct TagList {
 
 fn repository_error(image: &ImageRef, e: ClientError) -> anyhow::Error {
     if e.is_not_found() {
-        anyhow::anyhow!("repository unknown: {} does not exist", image.name())
+        crate::exit::not_found(format!(
+            "repository unknown: {} does not exist",
+            image.name()
+        ))
     } else {
         e.into()
     }

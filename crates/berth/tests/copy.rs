@@ -27,6 +27,7 @@ fn berth(args: &[&str], home: &Path) -> Output {
         .unwrap()
 }
 
+/// Progress (stderr) followed by the result (stdout, the digest last).
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -34,7 +35,7 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    String::from_utf8(out.stderr.clone()).unwrap() + &String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn last_line(s: &str) -> &str {
@@ -184,9 +185,9 @@ fn copy_between_layouts_registries_and_the_local_store() {
         ],
         home,
     ));
-    assert!(out.contains("copying blob sha256:"), "{out}");
+    assert!(out.contains("Copied sha256:"), "{out}");
     assert!(
-        out.contains(&format!("copied manifest {}", fx.single.0)),
+        out.contains(&format!("Copied manifest {}", fx.single.0)),
         "{out}"
     );
     assert_eq!(last_line(&out), fx.single.0.to_string());
@@ -205,9 +206,9 @@ fn copy_between_layouts_registries_and_the_local_store() {
     ));
     assert_eq!(last_line(&out), fx.index.0.to_string());
     // Children first, then the index.
-    let children = out.find(&format!("copied manifest {}", fx.arm.0)).unwrap();
+    let children = out.find(&format!("Copied manifest {}", fx.arm.0)).unwrap();
     let idx = out
-        .find(&format!("copied manifest {}", fx.index.0))
+        .find(&format!("Copied manifest {}", fx.index.0))
         .unwrap();
     assert!(children < idx, "{out}");
 
@@ -244,8 +245,8 @@ fn copy_between_layouts_registries_and_the_local_store() {
         ],
         home,
     ));
-    assert!(!out.contains("copying blob"), "{out}");
-    assert_eq!(out.matches("skipped blob").count(), 4, "{out}");
+    assert!(!out.contains("Copied sha256:"), "{out}");
+    assert_eq!(out.matches("(already exists)").count(), 4, "{out}");
     // Without --all: one platform's image only, tagged.
     let out = ok(&berth(
         &[
@@ -293,8 +294,8 @@ fn copy_between_layouts_registries_and_the_local_store() {
         ],
         home,
     ));
-    assert_eq!(out.matches("mounted blob").count(), 2, "{out}");
-    assert!(!out.contains("copying blob"), "{out}");
+    assert_eq!(out.matches("Mounted sha256:").count(), 2, "{out}");
+    assert!(!out.contains("Copied sha256:"), "{out}");
     assert_eq!(
         get_manifest(pa, "other/app", "1"),
         (200, fx.single.1.clone().into_bytes())
@@ -375,7 +376,7 @@ fn copy_between_layouts_registries_and_the_local_store() {
         ],
         home,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "exit code 3: not found");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("berth: error: "), "{err}");
     assert!(
@@ -449,7 +450,11 @@ fn a_source_that_lies_about_a_digest_stores_nothing() {
 
     let (_b, pb) = serve(&home.join("root-b"));
     let out = berth(&["copy", &src, &format!("127.0.0.1:{pb}/dst/app:1")], home);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exit code 5: verification failed"
+    );
     assert_eq!(get_manifest(pb, "dst/app", "1").0, 404);
 
     let root = home.join("local");
@@ -463,14 +468,22 @@ fn a_source_that_lies_about_a_digest_stores_nothing() {
         ],
         home,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exit code 5: verification failed"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(layer), "the error names the blob: {err}");
     assert!(!root.join("blobs/sha256").join(layer).exists());
 
     let dest = home.join("dest-layout");
     let out = berth(&["copy", &src, &format!("oci:{}:v1", dest.display())], home);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exit code 5: verification failed"
+    );
     assert!(!dest.join("blobs/sha256").join(layer).exists());
     let index = std::fs::read_to_string(dest.join("index.json")).unwrap_or_default();
     assert!(!index.contains("ref.name"), "no manifest named: {index}");
@@ -599,7 +612,7 @@ fn copy_to_and_from_distribution() {
         ],
         home,
     ));
-    assert_eq!(out.matches("mounted blob").count(), 4, "{out}");
+    assert_eq!(out.matches("Mounted sha256:").count(), 4, "{out}");
     // distribution -> berth serve.
     let out = ok(&berth(
         &[
