@@ -1,0 +1,252 @@
+//! `run()`: the builder's side of a step. Starts the helper, feeds it the
+//! spec over a pipe, streams the step's output, and collects the result.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use crate::error::{Result, SandboxError};
+use crate::helper::{Status, HELPER_ARG, STATUS_FD};
+use crate::spec::{MountKind, OutputStream, Rootfs, RunSpec};
+use crate::sys;
+use crate::userns::NamespaceInfo;
+
+/// Run one step in a fresh sandbox and wait for it.
+///
+/// Blocking: call it from a blocking thread. Output is handed to `on_output`
+/// as it arrives. A step that ran returns its exit status (a non-zero code or
+/// a signal is not an error); `Err` means the sandbox could not be set up or
+/// the command could not be started for a reason other than "not found"
+/// (which is exit status 127, as in a shell).
+pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Result<ExitStatus> {
+    let spec = checked(spec)?;
+    let input = serde_json::to_vec(&spec)
+        .map_err(|e| SandboxError::InvalidSpec(format!("encoding the spec: {e}")))?;
+
+    let (status_r, status_w) = sys::pipe_cloexec()?;
+    let status_raw = status_w.as_raw_fd();
+    let mut cmd = Command::new(&spec.helper_exe);
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if status_raw == STATUS_FD {
+                if libc::fcntl(STATUS_FD, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(status_raw, STATUS_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The helper (and with it the step) dies with this thread.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| SandboxError::HelperSpawn {
+        exe: spec.helper_exe.clone(),
+        source,
+    })?;
+    drop(status_w);
+    let mut stdin = child.stdin.take().expect("piped");
+    // The helper reads the whole spec before it does anything; a write error
+    // means it died, which the status channel explains.
+    let _ = stdin.write_all(&input);
+    drop(stdin);
+
+    let stdout: OwnedFd = child.stdout.take().expect("piped").into();
+    let stderr: OwnedFd = child.stderr.take().expect("piped").into();
+    let status_bytes = pump(stdout, stderr, status_r, on_output)?;
+    let helper = child
+        .wait()
+        .map_err(|e| SandboxError::sys("waiting for the sandbox helper", e))?;
+
+    let mut result = None;
+    for line in status_bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        match serde_json::from_slice::<Status>(line) {
+            // The first error is the cause; later lines are consequences.
+            Ok(Status::Error(msg)) => return Err(classify(msg)),
+            Ok(Status::Exit(code)) => result = Some(ExitStatus::from_raw((code & 0xff) << 8)),
+            Ok(Status::Signal(sig)) => result = Some(ExitStatus::from_raw(sig & 0x7f)),
+            Err(_) => {}
+        }
+    }
+    result.ok_or_else(|| SandboxError::HelperDied {
+        exe: spec.helper_exe.clone(),
+        status: helper.to_string(),
+    })
+}
+
+fn classify(msg: String) -> SandboxError {
+    SandboxError::Setup(msg)
+}
+
+/// Read stdout, stderr and the status pipe until all three are closed.
+fn pump(
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    status: OwnedFd,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+) -> Result<Vec<u8>> {
+    let mut files: [Option<std::fs::File>; 3] = [
+        Some(stdout.into()),
+        Some(stderr.into()),
+        Some(status.into()),
+    ];
+    let mut status_bytes = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while files.iter().any(Option::is_some) {
+        let mut fds: Vec<libc::pollfd> = files
+            .iter()
+            .map(|f| libc::pollfd {
+                fd: f.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: polling a valid array of pollfd (negative fds are ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SandboxError::sys("waiting for step output", e));
+        }
+        for (i, pfd) in fds.iter().enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let Some(file) = files[i].as_mut() else {
+                continue;
+            };
+            match file.read(&mut buf) {
+                Ok(0) => files[i] = None,
+                Ok(k) => match i {
+                    0 => on_output(OutputStream::Stdout, &buf[..k]),
+                    1 => on_output(OutputStream::Stderr, &buf[..k]),
+                    _ => status_bytes.extend_from_slice(&buf[..k]),
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SandboxError::sys("reading step output", e)),
+            }
+        }
+    }
+    Ok(status_bytes)
+}
+
+fn absolute(what: &str, p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p)
+        .map_err(|e| SandboxError::InvalidSpec(format!("{what} {}: {e}", p.display())))
+}
+
+/// Validate the spec and make every host path absolute and symlink-free: the
+/// helper reaches them through its old root, where absolute symlinks would
+/// point at the wrong tree.
+fn checked(spec: &RunSpec) -> Result<RunSpec> {
+    let mut s = spec.clone();
+    if s.args.is_empty() {
+        return Err(SandboxError::InvalidSpec(
+            "no command to run (args is empty)".into(),
+        ));
+    }
+    if !s.cwd.is_absolute() {
+        return Err(SandboxError::InvalidSpec(format!(
+            "the working directory must be absolute, got {}",
+            s.cwd.display()
+        )));
+    }
+    if s.hostname.is_empty() || s.hostname.len() > 64 {
+        return Err(SandboxError::InvalidSpec(format!(
+            "invalid hostname {:?}",
+            s.hostname
+        )));
+    }
+    s.rootfs = match &s.rootfs {
+        Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => Rootfs::Overlay {
+            lowers: lowers
+                .iter()
+                .map(|l| absolute("lower layer", l))
+                .collect::<Result<_>>()?,
+            upper: absolute("upper directory", upper)?,
+            work: absolute("work directory", work)?,
+        },
+        Rootfs::Dir(d) => Rootfs::Dir(absolute("root directory", d)?),
+    };
+    let ns = NamespaceInfo::current().ok();
+    let mut ids = vec![(s.uid, s.gid)];
+    for m in &mut s.mounts {
+        if !m.target.is_absolute() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "mount target {} must be absolute",
+                m.target.display()
+            )));
+        }
+        match &mut m.kind {
+            MountKind::Bind { source, .. }
+            | MountKind::BindOverlay { source }
+            | MountKind::Socket { source } => *source = absolute("mount source", source)?,
+            MountKind::File { uid, gid, .. } => ids.push((*uid, *gid)),
+            MountKind::Tmpfs { .. } => {}
+        }
+    }
+    if let Some(ns) = ns {
+        for (uid, gid) in ids {
+            ns.check_ids(uid, gid)?;
+        }
+        for &g in &s.additional_gids {
+            ns.check_ids(0, g)?;
+        }
+    }
+    if s.helper_exe.as_os_str().is_empty() {
+        s.helper_exe = PathBuf::from("/proc/self/exe");
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_specs_before_starting_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = Rootfs::Dir(dir.path().to_path_buf());
+        let mut spec = RunSpec::new(rootfs.clone(), vec![]);
+        assert!(checked(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("args is empty"));
+        spec.args = vec!["true".into()];
+        spec.cwd = "rel".into();
+        assert!(checked(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("must be absolute"));
+        spec.cwd = "/".into();
+        spec.rootfs = Rootfs::Dir("/nonexistent/berth-root".into());
+        let err = checked(&spec).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/berth-root"), "{err}");
+        spec.rootfs = rootfs;
+        spec.mounts.push(crate::Mount {
+            target: "relative".into(),
+            kind: MountKind::Tmpfs { size: None },
+        });
+        assert!(checked(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("mount target relative"));
+    }
+}

@@ -1,0 +1,125 @@
+//! What to run and how to isolate it. The spec travels to the helper as JSON
+//! over a pipe, so it derives serde; nothing in it is ever put in argv, the
+//! environment or a file (it carries secret contents).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The default `PATH` when the step's environment has none (Docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One process to run in a fresh sandbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The berth binary to re-execute as the helper (`/proc/self/exe` by
+    /// default). It must call [`crate::helper_main_if_requested`] first.
+    pub helper_exe: PathBuf,
+    pub rootfs: Rootfs,
+    /// `args[0]` without a `/` is looked up in the step's `PATH` inside the root.
+    pub args: Vec<String>,
+    /// Exactly the environment of the step (`KEY=value`).
+    pub env: Vec<String>,
+    /// Absolute path inside the root; it must exist.
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    /// Contents bind-mounted at `/etc/hosts` (left as in the image when `None`).
+    pub hosts: Option<Vec<u8>>,
+    /// Contents bind-mounted at `/etc/resolv.conf` (left as in the image when `None`).
+    pub resolv_conf: Option<Vec<u8>>,
+    pub network: Network,
+    /// Mounted in order of target depth (parents before children).
+    pub mounts: Vec<Mount>,
+}
+
+impl RunSpec {
+    /// A spec with BuildKit's defaults: root user, `/` as cwd, host network,
+    /// hostname `buildkitsandbox`, `PATH` only.
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        RunSpec {
+            helper_exe: PathBuf::from("/proc/self/exe"),
+            rootfs,
+            args,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: PathBuf::from("/"),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            hostname: "buildkitsandbox".to_string(),
+            hosts: None,
+            resolv_conf: None,
+            network: Network::Host,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// The root filesystem of the step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Overlay of unpacked layers; the step's writes land in `upper`.
+    /// Always mounted with `userxattr` (opaque dirs are `user.overlay.opaque`,
+    /// whiteouts char 0/0).
+    Overlay {
+        /// Topmost first.
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    /// A plain directory, bind-mounted read-write (copy-based fallback).
+    Dir(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's (or the builder's) network namespace.
+    #[default]
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path inside the root. Missing targets are created as stubs
+    /// and removed after the step.
+    pub target: PathBuf,
+    pub kind: MountKind,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MountKind {
+    /// A directory or file of the builder's filesystem.
+    Bind {
+        source: PathBuf,
+        readonly: bool,
+    },
+    /// A read-write view of `source` whose writes are thrown away.
+    BindOverlay {
+        source: PathBuf,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
+    /// One read-only file held in memory only (secrets).
+    File {
+        contents: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A unix socket (ssh agent).
+    Socket {
+        source: PathBuf,
+    },
+}
+
+/// Which stream a chunk of step output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
