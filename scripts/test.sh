@@ -18,6 +18,12 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Builds run as an ordinary user in the tests: user `berth` with a
+# subordinate id range (newuidmap maps 0..65536 into its user namespace).
+id berth >/dev/null 2>&1 || useradd --create-home berth
+grep -q '^berth:' /etc/subuid 2>/dev/null || echo 'berth:100000:65536' >>/etc/subuid
+grep -q '^berth:' /etc/subgid 2>/dev/null || echo 'berth:100000:65536' >>/etc/subgid
+
 # A real ORAS client for the seeds' oras demo (the Python SDK; no oras CLI
 # package exists in Debian 12).
 python3 -c 'import oras.client' 2>/dev/null || pip install -q 'oras>=0.2,<0.3' || echo "warning: could not install the oras Python SDK"
@@ -31,7 +37,14 @@ step() {
 }
 
 step "cargo build (release)" cargo build --release --locked -p berth
-step "cargo test" cargo test --workspace --locked
+# Rootless tests run test binaries as user `berth`: their target dir must be
+# reachable by that user (a checkout under /root is not).
+test_target=()
+if ! su berth -s /bin/sh -c "test -r '$PWD/Cargo.toml'" 2>/dev/null; then
+    test_target=(env CARGO_TARGET_DIR=/var/tmp/berth-test-target)
+    mkdir -p /var/tmp/berth-test-target && chmod 755 /var/tmp/berth-test-target
+fi
+step "cargo test" "${test_target[@]}" cargo test --workspace --locked
 if [ -x tests/clients/run.sh ]; then
     step "real clients" tests/clients/run.sh
 fi

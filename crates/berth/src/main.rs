@@ -2,10 +2,15 @@
 
 mod archive;
 mod artifact;
+mod build;
 mod copy;
+mod exit;
 mod images;
 mod inspect;
+mod local;
 mod login;
+mod manifest;
+mod progress;
 mod serve;
 
 use std::path::PathBuf;
@@ -17,7 +22,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "berth",
     version,
-    about = "Build, serve, move and inspect container images"
+    about = "Build, serve, move and inspect container images",
+    after_help = exit::HELP
 )]
 struct Cli {
     /// Local root (content store and metadata) [default: $XDG_DATA_HOME/berth, /var/lib/berth as root]
@@ -35,6 +41,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile (daemonless, rootless, cached, parallel)
+    Build(build::BuildArgs),
     /// Serve the local root as an OCI distribution registry
     Serve(serve::ServeArgs),
     /// Remove blobs no manifest references (offline: stop the server first)
@@ -49,6 +57,12 @@ enum Command {
     Push(copy::PushArgs),
     /// List the images in the local store
     Images(images::ImagesArgs),
+    /// Give a local image another name (NAME[:TAG], any repository)
+    Tag(local::TagArgs),
+    /// Remove local images (tags, then the image with its last tag; blobs go at the next `berth gc`)
+    Rmi(local::RmiArgs),
+    /// Make a one-layer image from a rootfs tarball (like `docker import`)
+    Import(local::ImportArgs),
     /// Show an image's manifest, config or a summary (like `skopeo inspect`)
     Inspect(inspect::InspectArgs),
     /// Print an image's manifest digest (the index's for multi-platform images)
@@ -69,6 +83,8 @@ enum Command {
     Load(archive::LoadArgs),
     /// Push, pull, attach and discover OCI artifacts (like oras)
     Artifact(artifact::ArtifactArgs),
+    /// Create, annotate, inspect and push manifest lists (like `docker manifest`)
+    Manifest(manifest::ManifestArgs),
 }
 
 fn init_logging(level: &str) {
@@ -81,7 +97,19 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// `berth build` runs in its own mount namespace (and, as an ordinary
+/// user, a user namespace where it is root): entered here, before any
+/// thread exists. The root is resolved first, with the real user's paths.
+fn build_command(root: Option<PathBuf>, args: build::BuildArgs) -> anyhow::Result<()> {
+    let root = root.unwrap_or_else(berth_store::default_root);
+    let ns = berth_sandbox::enter_build_namespace()
+        .map_err(|e| anyhow::anyhow!("setting up the build namespace: {e}"))?;
+    build::build(root, &ns, args)
+}
+
 fn main() -> ExitCode {
+    // A RUN step's sandbox helper is this binary re-executed.
+    berth_sandbox::helper_main_if_requested();
     let cli = Cli::parse();
     // `serve` sets up logging itself (its config file may name a level);
     // everything else logs warnings unless asked for more.
@@ -98,6 +126,7 @@ fn main() -> ExitCode {
         });
     }
     let result = match cli.command {
+        Command::Build(args) => build_command(cli.root, args),
         Command::Serve(args) => serve::serve(cli.root, cli.log_level, cli.debug, args),
         Command::Gc(args) => serve::gc(cli.root, args),
         Command::Fsck => serve::fsck(cli.root),
@@ -105,6 +134,9 @@ fn main() -> ExitCode {
         Command::Pull(args) => copy::pull(cli.root, args),
         Command::Push(args) => copy::push(cli.root, args),
         Command::Images(args) => images::images(cli.root, args),
+        Command::Tag(args) => local::tag(cli.root, args),
+        Command::Rmi(args) => local::rmi(cli.root, args),
+        Command::Import(args) => local::import(cli.root, args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Digest(args) => inspect::digest(args),
         Command::ListTags(args) => inspect::list_tags(args),
@@ -115,12 +147,14 @@ fn main() -> ExitCode {
         Command::Save(args) => archive::save(cli.root, args),
         Command::Load(args) => archive::load(cli.root, args),
         Command::Artifact(args) => artifact::artifact(args),
+        Command::Manifest(args) => manifest::manifest(cli.root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: error: {e:#}");
-            ExitCode::FAILURE
+            // One classification for every command (see exit.rs).
+            ExitCode::from(exit::classify(&e).code())
         }
     }
 }

@@ -92,3 +92,59 @@ pub fn sigterm(child: &Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A busybox-static rootfs tarball for `berth import` (build tests): the
+/// host's static `/bin/busybox` with its applet symlinks, `/etc/passwd` with
+/// `root` and `app` (1000), `/etc/group`, and a world-writable `/tmp`.
+/// Written with the tar crate and fixed mtimes, so it is byte-identical
+/// every time. `None` if the host has no static busybox.
+pub fn busybox_rootfs(dir: &Path) -> Option<std::path::PathBuf> {
+    let busybox = std::fs::read("/bin/busybox").ok()?;
+    let path = dir.join("busybox-rootfs.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h
+    };
+    for (d, mode) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("tmp", 0o1777),
+        ("root", 0o700),
+        ("home", 0o755),
+    ] {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        b.append_data(&mut h, format!("{d}/"), std::io::empty())
+            .unwrap();
+    }
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    for applet in [
+        "sh", "echo", "cat", "ls", "sleep", "date", "chown", "chmod", "id", "touch", "mkdir",
+        "stat", "false", "true", "rm", "cp", "env", "pwd", "test", "wc", "head",
+    ] {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    let files: [(&str, &str); 2] = [
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        ),
+        ("etc/group", "root:x:0:\napp:x:1000:\n"),
+    ];
+    for (name, text) in files {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        b.append_data(&mut h, name, text.as_bytes()).unwrap();
+    }
+    b.finish().unwrap();
+    Some(path)
+}

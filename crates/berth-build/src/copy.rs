@@ -1,0 +1,500 @@
+//! COPY and ADD: Docker's copy semantics on top of [`fsops`], reading from
+//! the build context or another stage's root and writing into the stage's
+//! root, both confined to their roots.
+//!
+//! - A directory source copies its *contents* into the destination.
+//! - A file source lands at `dest/<name>` when the destination is a
+//!   directory (ends with `/`, already is one, or there are several
+//!   sources), else at `dest` itself.
+//! - Parents of the destination are created (0755, owned by the `--chown`
+//!   user or root).
+//! - Symlinks are copied as links; only a source path itself is followed.
+//! - Context files are owned by root (or `--chown`); files from a stage or
+//!   image keep their owner unless `--chown` says otherwise.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::fsops::{self, Meta, Owner};
+
+/// Options shared by every entry of one COPY.
+pub struct CopyOptions<'a> {
+    pub owner: Owner,
+    pub chmod: Option<u32>,
+    /// `true` for paths to skip (the context's `.dockerignore`, `--exclude`);
+    /// called with the path relative to the source root.
+    pub skip: &'a (dyn Fn(&Path) -> bool + Sync),
+    /// ADD: extract a local tar archive instead of copying it.
+    pub extract_archives: bool,
+}
+
+fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn fstatat_nofollow(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn openat_nofollow(dir: RawFd, name: &OsStr, flags: i32) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn readlinkat(dir: RawFd, name: &OsStr) -> io::Result<PathBuf> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(
+        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(buf),
+    ))
+}
+
+fn meta_of(st: &libc::stat, opts: &CopyOptions<'_>) -> Meta {
+    let (uid, gid) = opts.owner.ids(st.st_uid, st.st_gid);
+    let mode = match opts.chmod {
+        Some(m) => m,
+        None => st.st_mode & 0o7777,
+    };
+    Meta {
+        mode,
+        uid,
+        gid,
+        mtime: libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    }
+}
+
+const S_IFMT: u32 = libc::S_IFMT;
+
+/// Copies one resolved source (`src_rel` inside the root `src_root`) to
+/// `dest` inside the root `dst_root`. `dest_is_dir` is decided by the
+/// caller from the instruction (trailing `/`, several sources, existing
+/// directory).
+pub fn copy_source(
+    src_root: RawFd,
+    src_rel: &Path,
+    dst_root: RawFd,
+    dest: &Path,
+    dest_is_dir: bool,
+    opts: &CopyOptions<'_>,
+) -> io::Result<()> {
+    // The source path itself is followed (inside its root).
+    let src = fsops::open_in_root(src_root, src_rel, libc::O_RDONLY | libc::O_NONBLOCK)
+        .or_else(|_| fsops::open_in_root(src_root, src_rel, libc::O_PATH))?;
+    let st = stat_fd(src.as_raw_fd())?;
+    let (owner_uid, owner_gid) = match opts.owner {
+        Owner::Fixed(u, g) => (u, g),
+        Owner::Preserve => (0, 0),
+    };
+    match st.st_mode & S_IFMT {
+        libc::S_IFDIR => {
+            let dfd = fsops::mkdir_all(dst_root, dest, owner_uid, owner_gid)?;
+            copy_dir_contents(src.as_raw_fd(), src_rel, dfd.as_raw_fd(), opts)
+        }
+        libc::S_IFREG => {
+            if opts.extract_archives && is_archive(src.as_raw_fd())? {
+                let dfd = fsops::mkdir_all(dst_root, dest, owner_uid, owner_gid)?;
+                return extract_archive(src.as_raw_fd(), dfd.as_raw_fd());
+            }
+            let name = src_rel
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "file".into());
+            let (dir, file_name) = if dest_is_dir {
+                (dest.to_path_buf(), name.clone())
+            } else {
+                let parent = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let n = dest.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("invalid destination {}", dest.display()),
+                    )
+                })?;
+                (parent, n)
+            };
+            // A destination that exists as a directory receives the file inside.
+            let target_dir = fsops::mkdir_all(dst_root, &dir, owner_uid, owner_gid)?;
+            let (target_dir, file_name) =
+                match fsops::lstat_in_root(dst_root, &dir.join(&file_name))? {
+                    Some(t) if t.st_mode & S_IFMT == libc::S_IFDIR && !dest_is_dir => {
+                        let inner = fsops::open_in_root(
+                            dst_root,
+                            &dir.join(&file_name),
+                            libc::O_DIRECTORY | libc::O_RDONLY,
+                        )?;
+                        (inner, name)
+                    }
+                    _ => (target_dir, file_name),
+                };
+            let mut f = File::from(src);
+            fsops::write_file(
+                target_dir.as_raw_fd(),
+                &file_name,
+                &mut f,
+                meta_of(&st, opts),
+            )
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a file or directory", src_rel.display()),
+        )),
+    }
+}
+
+fn copy_dir_contents(
+    src_dir: RawFd,
+    src_rel: &Path,
+    dst_dir: RawFd,
+    opts: &CopyOptions<'_>,
+) -> io::Result<()> {
+    for name in fsops::list_dir(src_dir)? {
+        let rel = src_rel.join(&name);
+        if (opts.skip)(&rel) {
+            continue;
+        }
+        let st = fstatat_nofollow(src_dir, &name)?;
+        let meta = meta_of(&st, opts);
+        match st.st_mode & S_IFMT {
+            libc::S_IFDIR => {
+                let sub_src = openat_nofollow(src_dir, &name, libc::O_DIRECTORY | libc::O_RDONLY)?;
+                let sub_dst = fsops::write_dir(dst_dir, &name, meta)?;
+                copy_dir_contents(sub_src.as_raw_fd(), &rel, sub_dst.as_raw_fd(), opts)?;
+                fsops::set_dir_mtime(sub_dst.as_raw_fd(), meta.mtime)?;
+            }
+            libc::S_IFREG => {
+                let f = openat_nofollow(src_dir, &name, libc::O_RDONLY)?;
+                let mut f = File::from(f);
+                fsops::write_file(dst_dir, &name, &mut f, meta)?;
+            }
+            libc::S_IFLNK => {
+                let target = readlinkat(src_dir, &name)?;
+                fsops::write_symlink(dst_dir, &name, &target, meta)?;
+            }
+            _ => {
+                // Sockets, fifos and devices in a context or stage are skipped
+                // (BuildKit copies fifos; nothing real depends on it).
+                tracing::debug!("skipping special file {}", rel.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file is a tar archive (plain, gzip, bzip2, xz or zstd), as
+/// ADD decides by content, not by name.
+fn is_archive(fd: RawFd) -> io::Result<bool> {
+    Ok(open_tar(fd)?.is_some())
+}
+
+/// The decompressed tar stream of `src`, or `None` when its content is
+/// not a tar archive: BuildKit extracts only what decompresses to a tar
+/// and copies anything else (e.g. a gzipped text file) as it is.
+fn open_tar(src: RawFd) -> io::Result<Option<Box<dyn io::Read + Send>>> {
+    let dup = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut f = unsafe { File::from_raw_fd(dup) };
+    io::Seek::seek(&mut f, io::SeekFrom::Start(0))?;
+    let mut magic = [0u8; 6];
+    let n = io::Read::read(&mut f, &mut magic)?;
+    io::Seek::seek(&mut f, io::SeekFrom::Start(0))?;
+    let magic = &magic[..n];
+    // gzip and zstd are berth-layer's; bzip2 and xz are ADD's alone.
+    let mut reader: Box<dyn io::Read + Send> = if magic.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(io::BufReader::new(f)))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        // lzma-rs decodes into a writer, not as a reader: spool the tar
+        // to an unlinked temporary file.
+        let mut tar = tempfile::tempfile()?;
+        if lzma_rs::xz_decompress(&mut io::BufReader::new(f), &mut tar).is_err() {
+            return Ok(None);
+        }
+        io::Seek::seek(&mut tar, io::SeekFrom::Start(0))?;
+        Box::new(tar)
+    } else {
+        berth_layer::decompress(io::BufReader::new(f))?
+    };
+    let mut head = vec![0u8; 512];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            // Corrupt compressed data: not an archive we can extract.
+            Err(_) => return Ok(None),
+        }
+    }
+    if got < 512 || !is_tar_header(&head) {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(io::Read::chain(
+        io::Cursor::new(head),
+        reader,
+    ))))
+}
+
+/// A tar header block: POSIX/GNU magic, or a valid v7 header checksum.
+fn is_tar_header(h: &[u8]) -> bool {
+    if h.len() < 512 {
+        return false;
+    }
+    if &h[257..262] == b"ustar" {
+        return true;
+    }
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want && h[0] != 0
+}
+
+fn extract_archive(src: RawFd, dst_dir: RawFd) -> io::Result<()> {
+    let Some(reader) = open_tar(src)? else {
+        return Err(io::Error::other("ADD: not a tar archive"));
+    };
+    let dest = PathBuf::from(format!("/proc/self/fd/{dst_dir}"));
+    let opts = berth_layer::UnpackOptions::new(berth_layer::Whiteouts::Apply);
+    berth_layer::unpack(reader, &dest, &opts)
+        .map(|_| ())
+        .map_err(|e| io::Error::other(format!("ADD: extracting archive: {e}")))
+}
+
+/// Copies one source of the build context, walking it with the context's
+/// own rules (`.dockerignore` with its re-include exceptions, `--exclude`).
+/// Context files are read by absolute path without following symlinks;
+/// everything is written confined to `dst_root`.
+pub fn copy_context_source(
+    ctx: &berth_context::Context,
+    source: &berth_context::Source,
+    excludes: &berth_context::IgnoreMatcher,
+    dst_root: RawFd,
+    dest: &Path,
+    dest_is_dir: bool,
+    opts: &CopyOptions<'_>,
+) -> io::Result<()> {
+    use berth_context::FileKind;
+    use std::collections::HashMap;
+    let (owner_uid, owner_gid) = match opts.owner {
+        Owner::Fixed(u, g) => (u, g),
+        Owner::Preserve => (0, 0),
+    };
+    let fix = |mode: u32| Meta {
+        mode: opts.chmod.unwrap_or(mode),
+        uid: owner_uid,
+        gid: owner_gid,
+        mtime: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    let with_mtime = |mut m: Meta, path: &Path| {
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::MetadataExt;
+            m.mtime = libc::timespec {
+                tv_sec: md.mtime(),
+                tv_nsec: md.mtime_nsec(),
+            };
+        }
+        m
+    };
+    let err = |e: berth_context::Error| io::Error::other(e.to_string());
+    if source.kind == FileKind::File {
+        if opts.extract_archives {
+            let f = File::open(ctx.root().join(&source.resolved))?;
+            if is_archive(f.as_raw_fd())? {
+                let dfd = fsops::mkdir_all(dst_root, dest, owner_uid, owner_gid)?;
+                return extract_archive(f.as_raw_fd(), dfd.as_raw_fd());
+            }
+        }
+        let name = source
+            .path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "file".into());
+        let (dir, file_name) = if dest_is_dir {
+            (dest.to_path_buf(), name.clone())
+        } else {
+            let parent = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let n = dest.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid destination {}", dest.display()),
+                )
+            })?;
+            (parent, n)
+        };
+        let abs = ctx.root().join(&source.resolved);
+        let mut f = File::from(openat_nofollow(
+            libc::AT_FDCWD,
+            abs.as_os_str(),
+            libc::O_RDONLY,
+        )?);
+        let mode = stat_fd(f.as_raw_fd())?.st_mode & 0o7777;
+        let dfd = fsops::mkdir_all(dst_root, &dir, owner_uid, owner_gid)?;
+        // An existing directory at the destination receives the file inside.
+        let existing = fsops::lstat_in_root(dst_root, &dir.join(&file_name))?;
+        if existing.is_some_and(|s| s.st_mode & S_IFMT == libc::S_IFDIR) && !dest_is_dir {
+            let inner = fsops::open_in_root(
+                dst_root,
+                &dir.join(&file_name),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            )?;
+            return fsops::write_file(
+                inner.as_raw_fd(),
+                &name,
+                &mut f,
+                with_mtime(fix(mode), &abs),
+            );
+        }
+        return fsops::write_file(
+            dfd.as_raw_fd(),
+            &file_name,
+            &mut f,
+            with_mtime(fix(mode), &abs),
+        );
+    }
+    // A directory: its contents go into `dest`.
+    let top = fsops::mkdir_all(dst_root, dest, owner_uid, owner_gid)?;
+    let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
+    for entry in ctx.walk_excluding(source, excludes) {
+        let entry = entry.map_err(err)?;
+        if entry.rel_path.as_os_str().is_empty() {
+            continue;
+        }
+        let parent_rel = entry
+            .rel_path
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let parent_fd = if parent_rel.as_os_str().is_empty() {
+            top.as_raw_fd()
+        } else {
+            match dirs.get(&parent_rel) {
+                Some(fd) => fd.as_raw_fd(),
+                None => continue, // parent was skipped (special file)
+            }
+        };
+        let name = entry
+            .rel_path
+            .file_name()
+            .unwrap_or_default()
+            .to_os_string();
+        let meta = with_mtime(fix(entry.mode), &entry.abs_path);
+        match entry.kind {
+            FileKind::Dir => {
+                let fd = fsops::write_dir(parent_fd, &name, meta)?;
+                dirs.insert(entry.rel_path.clone(), fd);
+            }
+            FileKind::File => {
+                let mut f = File::from(openat_nofollow(
+                    libc::AT_FDCWD,
+                    entry.abs_path.as_os_str(),
+                    libc::O_RDONLY,
+                )?);
+                fsops::write_file(parent_fd, &name, &mut f, meta)?;
+            }
+            FileKind::Symlink => {
+                let target = entry.link_target.clone().unwrap_or_default();
+                fsops::write_symlink(parent_fd, &name, &target, meta)?;
+            }
+            _ => tracing::debug!("skipping special file {}", entry.context_path.display()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    fn tar_bytes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f.txt", &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn file_with(data: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        f
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() {
+        let tar = tar_bytes();
+        assert!(is_archive(file_with(&tar).as_raw_fd()).unwrap());
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&tar).unwrap();
+        assert!(is_archive(file_with(&bz.finish().unwrap()).as_raw_fd()).unwrap());
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &tar[..], &mut xz).unwrap();
+        assert!(is_archive(file_with(&xz).as_raw_fd()).unwrap());
+    }
+
+    #[test]
+    fn compressed_non_tar_is_copied_not_extracted() {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(b"just text\n").unwrap();
+        assert!(!is_archive(file_with(&bz.finish().unwrap()).as_raw_fd()).unwrap());
+        assert!(!is_archive(file_with(b"plain text").as_raw_fd()).unwrap());
+        // Magic without a valid stream behind it.
+        assert!(!is_archive(file_with(b"BZh9garbage").as_raw_fd()).unwrap());
+    }
+
+    #[test]
+    fn v7_tar_header_by_checksum() {
+        let mut h = vec![0u8; 512];
+        h[..5].copy_from_slice(b"a.txt");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum::<u32>() + 8 * 32;
+        let field = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(field.as_bytes());
+        assert!(is_tar_header(&h));
+        h[0] = b'b';
+        assert!(!is_tar_header(&h));
+    }
+}

@@ -1,0 +1,389 @@
+//! From Dockerfile text to the stages a build runs: parse, resolve global
+//! ARGs (with the predefined platform ARGs), expand each FROM, find the
+//! target and every stage it reaches through FROM, `COPY --from` and
+//! `RUN --mount from=` (only those are built, like BuildKit).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use berth_dockerfile::{Command, Dockerfile, Instruction};
+
+use crate::{BuildError, BuildOptions, Result};
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseRef {
+    Scratch,
+    /// An earlier stage, by index.
+    Stage(usize),
+    /// An image reference (already expanded).
+    Image(String),
+}
+
+/// One instruction, ready to be expanded and applied.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub instruction: Instruction,
+    pub escape: char,
+    /// `Dockerfile:12` (the first line of the instruction).
+    pub location: String,
+    /// The instruction as written (continuations joined).
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStage {
+    pub name: Option<String>,
+    pub base: BaseRef,
+    pub instructions: Vec<Step>,
+    pub location: String,
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub stages: Vec<PlannedStage>,
+    pub target: usize,
+    /// Stages to build, in Dockerfile order.
+    pub needed: Vec<usize>,
+    /// Global ARG values (and the predefined ones), for stages' `ARG name`.
+    pub global_args: BTreeMap<String, Option<String>>,
+    pub escape: char,
+}
+
+impl Plan {
+    /// A stage by `AS` name (case-insensitive) or by index.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < self.stages.len())
+            })
+    }
+}
+
+/// ARGs every build knows without a declaration.
+pub fn is_builtin_arg(name: &str) -> bool {
+    matches!(
+        name,
+        "TARGETPLATFORM"
+            | "TARGETOS"
+            | "TARGETARCH"
+            | "TARGETVARIANT"
+            | "BUILDPLATFORM"
+            | "BUILDOS"
+            | "BUILDARCH"
+            | "BUILDVARIANT"
+            | "HTTP_PROXY"
+            | "http_proxy"
+            | "HTTPS_PROXY"
+            | "https_proxy"
+            | "FTP_PROXY"
+            | "ftp_proxy"
+            | "NO_PROXY"
+            | "no_proxy"
+            | "ALL_PROXY"
+            | "all_proxy"
+            | "SOURCE_DATE_EPOCH"
+    ) || name.starts_with("BUILDKIT_")
+}
+
+fn platform_args(opts: &BuildOptions) -> Vec<(String, String)> {
+    let t = &opts.platform;
+    let b = crate::Platform::host();
+    vec![
+        ("TARGETPLATFORM".into(), t.to_string()),
+        ("TARGETOS".into(), t.os.clone()),
+        ("TARGETARCH".into(), t.architecture.clone()),
+        (
+            "TARGETVARIANT".into(),
+            t.variant.clone().unwrap_or_default(),
+        ),
+        ("BUILDPLATFORM".into(), b.to_string()),
+        ("BUILDOS".into(), b.os.clone()),
+        ("BUILDARCH".into(), b.architecture.clone()),
+        ("BUILDVARIANT".into(), b.variant.clone().unwrap_or_default()),
+    ]
+}
+
+fn location(opts: &BuildOptions, line: usize) -> String {
+    format!("{}:{line}", opts.dockerfile_name)
+}
+
+fn dockerfile_error(
+    opts: &BuildOptions,
+    line: usize,
+    text: &str,
+    msg: impl std::fmt::Display,
+) -> BuildError {
+    BuildError::Dockerfile(format!("{}: {msg}\n  >>> {text}", location(opts, line)))
+}
+
+pub fn plan(opts: &BuildOptions) -> Result<Plan> {
+    let df: Dockerfile = berth_dockerfile::parse(&opts.dockerfile)
+        .map_err(|e| BuildError::Dockerfile(e.render(&opts.dockerfile_name)))?;
+    if df.stages.is_empty() {
+        return Err(BuildError::Dockerfile(format!(
+            "{}: the Dockerfile has no FROM instruction (file with no instructions)",
+            opts.dockerfile_name
+        )));
+    }
+    let escape = df.escape;
+    let mut global: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (k, v) in platform_args(opts) {
+        global.insert(k, Some(v));
+    }
+    for instr in &df.global_args {
+        let lookup_map = global.clone();
+        let lookup = |n: &str| lookup_map.get(n).cloned().flatten();
+        let expanded = instr
+            .expand(escape, &lookup)
+            .map_err(|e| dockerfile_error(opts, instr.location.start_line, &instr.original, e))?;
+        if let Command::Arg(defs) = expanded.command {
+            for d in defs {
+                let v = opts.build_args.get(&d.name).cloned().or(d.default);
+                global.insert(d.name, v);
+            }
+        }
+    }
+    let lookup_map = global.clone();
+    let lookup = |n: &str| lookup_map.get(n).cloned().flatten();
+    let mut stages: Vec<PlannedStage> = Vec::new();
+    for s in &df.stages {
+        let line = s.location.start_line;
+        let base_name = s
+            .expand_base(escape, &lookup)
+            .map_err(|e| dockerfile_error(opts, line, &s.original, e))?;
+        let lower = base_name.to_ascii_lowercase();
+        let base = if lower == "scratch" {
+            BaseRef::Scratch
+        } else if let Some(i) = stages
+            .iter()
+            .position(|p| p.name.as_deref() == Some(lower.as_str()))
+        {
+            BaseRef::Stage(i)
+        } else {
+            BaseRef::Image(base_name)
+        };
+        if let Some(name) = &s.name {
+            if stages
+                .iter()
+                .any(|p| p.name.as_deref() == Some(name.as_str()))
+            {
+                return Err(dockerfile_error(
+                    opts,
+                    line,
+                    &s.original,
+                    format!("duplicate stage name {name:?}"),
+                ));
+            }
+        }
+        stages.push(PlannedStage {
+            name: s.name.clone(),
+            base,
+            instructions: s
+                .instructions
+                .iter()
+                .map(|i| Step {
+                    instruction: i.clone(),
+                    escape,
+                    location: location(opts, i.location.start_line),
+                    text: i.original.clone(),
+                })
+                .collect(),
+            location: location(opts, line),
+            text: s.original.clone(),
+        });
+    }
+    let target = match &opts.target {
+        None => stages.len() - 1,
+        Some(t) => {
+            let lower = t.to_ascii_lowercase();
+            stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| {
+                    BuildError::Dockerfile(format!(
+                        "target stage {t:?} could not be found in {}",
+                        opts.dockerfile_name
+                    ))
+                })?
+        }
+    };
+    // Walk the dependencies from the target.
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        if let BaseRef::Stage(b) = stages[i].base {
+            todo.push(b);
+        }
+        for step in &stages[i].instructions {
+            for from in references(&step.instruction, escape, &lookup) {
+                let lower = from.to_ascii_lowercase();
+                let found = stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                    .or_else(|| from.parse::<usize>().ok().filter(|n| *n < stages.len()));
+                if let Some(j) = found {
+                    if j >= i {
+                        return Err(dockerfile_error(
+                            opts,
+                            step.instruction.location.start_line,
+                            &step.text,
+                            format!("stage {from:?} is not defined before this one (circular or forward reference)"),
+                        ));
+                    }
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        stages,
+        target,
+        needed: needed.into_iter().collect(),
+        global_args: global,
+        escape,
+    })
+}
+
+/// Stage or image names an instruction reads from.
+fn references(
+    instr: &Instruction,
+    escape: char,
+    lookup: berth_dockerfile::Lookup<'_>,
+) -> Vec<String> {
+    let expand = |s: &str| {
+        berth_dockerfile::expand_word(s, escape, lookup).unwrap_or_else(|_| s.to_string())
+    };
+    match &instr.command {
+        Command::Copy(c) | Command::Add(c) => c.from.as_deref().map(expand).into_iter().collect(),
+        Command::Run(r) => r
+            .mounts
+            .iter()
+            .filter_map(|m| {
+                let raw = expand(&m.raw);
+                raw.split(',')
+                    .find_map(|kv| kv.strip_prefix("from=").map(str::to_string))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Go's `filepath.Match` for one path component.
+pub fn component_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(&c) = n.first() else { return false };
+                let mut i = 1;
+                let negate = matches!(p.get(1), Some('^') | Some('!'));
+                if negate {
+                    i += 1;
+                }
+                let mut matched = false;
+                let mut first = true;
+                while i < p.len() && (p[i] != ']' || first) {
+                    first = false;
+                    let mut lo = p[i];
+                    if lo == '\\' && i + 1 < p.len() {
+                        i += 1;
+                        lo = p[i];
+                    }
+                    let mut hi = lo;
+                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                        hi = p[i + 2];
+                        i += 2;
+                    }
+                    if lo <= c && c <= hi {
+                        matched = true;
+                    }
+                    i += 1;
+                }
+                if i >= p.len() {
+                    return false; // unterminated class: no match (Go: ErrBadPattern)
+                }
+                matched != negate && go(&p[i + 1..], &n[1..])
+            }
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
+}
+
+/// Paths matching `pattern` (wildcards per component) inside a root,
+/// relative to it, sorted. A pattern without wildcards yields itself if it
+/// exists.
+pub fn glob_in_root(root: RawFd, pattern: &str) -> std::io::Result<Vec<PathBuf>> {
+    let clean = crate::stage::clean_path(&format!("/{pattern}"));
+    let rel = clean.trim_start_matches('/');
+    let mut current: Vec<PathBuf> = vec![PathBuf::new()];
+    if rel.is_empty() {
+        return Ok(current);
+    }
+    for comp in rel.split('/') {
+        let mut next = Vec::new();
+        for base in &current {
+            if crate::stage::has_wildcard(comp) {
+                let dir = match crate::fsops::open_in_root(
+                    root,
+                    base,
+                    libc::O_DIRECTORY | libc::O_RDONLY,
+                ) {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                };
+                use std::os::fd::AsRawFd;
+                for name in crate::fsops::list_dir(dir.as_raw_fd())? {
+                    if component_matches(comp, &name.to_string_lossy()) {
+                        next.push(base.join(name));
+                    }
+                }
+            } else {
+                let p = base.join(comp);
+                if crate::fsops::open_in_root(root, &p, libc::O_PATH).is_ok() {
+                    next.push(p);
+                }
+            }
+        }
+        current = next;
+    }
+    current.sort();
+    Ok(current)
+}
+
+/// `true` if `p` names the root itself.
+pub fn is_root(p: &Path) -> bool {
+    p.as_os_str().is_empty() || p == Path::new("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_match() {
+        assert!(component_matches("*.txt", "a.txt"));
+        assert!(!component_matches("*.txt", "a.txt.bak"));
+        assert!(component_matches("f?le", "file"));
+        assert!(component_matches("[a-c]x", "bx"));
+        assert!(!component_matches("[^a-c]x", "bx"));
+        assert!(component_matches("\\*", "*"));
+        assert!(!component_matches("[a", "a"));
+    }
+}

@@ -1,0 +1,369 @@
+//! Runs the stages a target needs, concurrently: every stage is a task that
+//! waits for the stages it reads from (its base, `COPY --from`) and runs
+//! its instructions in order; independent stages overlap. A semaphore caps
+//! the steps that run at once (`--jobs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use berth_oci::ImageConfig;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use crate::cache::{CacheIndex, CacheKey, LayerRef};
+use crate::image::{resolve_base, BaseImage, BuiltImage};
+use crate::plan::{BaseRef, Plan};
+use crate::progress::Event;
+use crate::snapshots::Snapshots;
+use crate::stage::{CopyFrom, StageState, StepInfo};
+use crate::{BuildError, BuildOptions, Result};
+
+type StageOutcome = Option<std::result::Result<Arc<StageState>, String>>;
+
+/// State shared by the stages of one build.
+pub struct Engine {
+    pub opts: BuildOptions,
+    pub snapshots: Snapshots,
+    pub cache: CacheIndex,
+    pub jobs: Semaphore,
+    pub hosts: Vec<u8>,
+    pub resolv: Vec<u8>,
+    plan: Arc<Plan>,
+    results: Vec<watch::Sender<StageOutcome>>,
+    context: OnceLock<std::result::Result<Arc<berth_context::Context>, String>>,
+    empty_dir: PathBuf,
+    used_args: Mutex<BTreeSet<String>>,
+    /// Base images resolved once per name, however many stages use them.
+    bases: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<BaseImage>>>>,
+}
+
+/// What a build made.
+pub struct BuildResult {
+    pub image: BuiltImage,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+}
+
+/// BuildKit's `/etc/hosts` for steps.
+const HOSTS: &str =
+    "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+impl Engine {
+    /// The value of `ARG name[=default]` inside a stage.
+    pub fn arg_value(&self, name: &str, default: Option<String>) -> Option<String> {
+        if let Some(v) = self.opts.build_args.get(name) {
+            self.used_args.lock().unwrap().insert(name.to_string());
+            return Some(v.clone());
+        }
+        if default.is_some() {
+            return default;
+        }
+        self.plan.global_args.get(name).cloned().flatten()
+    }
+
+    /// Unpacked snapshots of `layers`, topmost first (an empty directory
+    /// stands in for an image without layers: overlay needs one lower).
+    pub fn lowers(&self, layers: &[LayerRef]) -> Result<Vec<PathBuf>> {
+        if layers.is_empty() {
+            return Ok(vec![self.empty_dir.clone()]);
+        }
+        let mut out = Vec::with_capacity(layers.len());
+        for l in layers.iter().rev() {
+            let dir = self.snapshots.ensure(&self.opts.blobs, l)?;
+            // The same layer twice (two steps with identical changes, or
+            // two empty ones) would be one directory twice, which overlayfs
+            // refuses (ELOOP). The topmost copy alone gives the same tree:
+            // it shadows everything the lower copy does.
+            if !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_context(&self) -> std::result::Result<Arc<berth_context::Context>, String> {
+        self.context
+            .get_or_init(|| {
+                let dir = self.opts.context.clone().ok_or_else(|| {
+                    "this build has no context (Dockerfile from stdin): COPY and ADD need one; pass a context directory".to_string()
+                })?;
+                let ignore = berth_context::IgnoreMatcher::load(&dir, self.opts.dockerfile_path.as_deref())
+                    .map_err(|e| format!(".dockerignore: {e}"))?;
+                let cache = berth_context::StatCache::load(stat_cache_path(&self.opts.root, &dir));
+                berth_context::Context::open(&dir, ignore, Some(cache))
+                    .map(Arc::new)
+                    .map_err(|e| format!("build context {}: {e}", dir.display()))
+            })
+            .clone()
+    }
+
+    pub fn context(&self, step: &StepInfo) -> Result<Arc<berth_context::Context>> {
+        self.open_context()
+            .map_err(|e| BuildError::Context(format!("{}: {e}", step.location)))
+    }
+
+    pub fn context_blocking(&self) -> Result<Arc<berth_context::Context>> {
+        self.open_context().map_err(BuildError::Context)
+    }
+
+    async fn stage_result(&self, index: usize) -> Result<Arc<StageState>> {
+        let mut rx = self.results[index].subscribe();
+        loop {
+            if let Some(outcome) = rx.borrow().clone() {
+                return outcome.map_err(BuildError::Other);
+            }
+            if rx.changed().await.is_err() {
+                return Err(BuildError::Other("the build was cancelled".into()));
+            }
+        }
+    }
+
+    /// The filesystem a `COPY --from=NAME` reads: a stage (by name or
+    /// index) or an image.
+    pub async fn copy_source(&self, from: Option<&str>, step: &StepInfo) -> Result<CopyFrom> {
+        let Some(name) = from else {
+            return Ok(CopyFrom::Context);
+        };
+        if let Some(index) = self.plan.stage_index(name) {
+            let st = self.stage_result(index).await?;
+            return Ok(CopyFrom::Layers {
+                layers: st.layers.clone(),
+                key: st.key.clone(),
+            });
+        }
+        let base = self.base_image(name, step).await?;
+        Ok(CopyFrom::Layers {
+            key: CacheKey::of(&json!({"image": base.manifest_digest.to_string()})),
+            layers: base.layers,
+        })
+    }
+
+    async fn base_image(&self, name: &str, step: &StepInfo) -> Result<BaseImage> {
+        let cell = Arc::clone(
+            self.bases
+                .lock()
+                .unwrap()
+                .entry(name.to_string())
+                .or_default(),
+        );
+        cell.get_or_try_init(|| self.resolve_base_image(name, step))
+            .await
+            .cloned()
+    }
+
+    async fn resolve_base_image(&self, name: &str, step: &StepInfo) -> Result<BaseImage> {
+        let id = self
+            .opts
+            .progress
+            .start(format!("[internal] load metadata for {name}"));
+        let started = std::time::Instant::now();
+        let r = resolve_base(
+            name,
+            &self.opts.platform,
+            self.opts.pull,
+            self.opts.insecure,
+            &self.opts.local,
+            &self.opts.blobs,
+            &self.opts.root,
+        )
+        .await
+        .map_err(|e| BuildError::Base(format!("{}: {e}", step.location)));
+        match &r {
+            Ok(_) => self.opts.progress.emit(Event::Done {
+                id,
+                elapsed: started.elapsed(),
+            }),
+            Err(e) => self.opts.progress.emit(Event::Failed {
+                id,
+                error: e.to_string(),
+            }),
+        }
+        r
+    }
+}
+
+fn stat_cache_path(root: &std::path::Path, context: &std::path::Path) -> PathBuf {
+    use sha2::{Digest as _, Sha256};
+    let abs = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+    let h = Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    root.join("buildcache")
+        .join(format!("statcache-{}", &crate::cache::hex(&h)[..16]))
+}
+
+/// Runs one stage to completion.
+async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
+    let plan = Arc::clone(&eng.plan);
+    let stage = &plan.stages[index];
+    let total = stage.instructions.len() + 1;
+    let label = |n: usize| match &stage.name {
+        Some(name) => format!("[{name} {n}/{total}]"),
+        None => format!("[stage-{index} {n}/{total}]"),
+    };
+    let from_step = StepInfo {
+        location: stage.location.clone(),
+        text: stage.text.clone(),
+        label: label(1),
+    };
+    let mut st = match &stage.base {
+        BaseRef::Stage(i) => (*eng.stage_result(*i).await?).clone(),
+        BaseRef::Scratch => StageState {
+            config: ImageConfig {
+                architecture: eng.opts.platform.architecture.clone(),
+                os: eng.opts.platform.os.clone(),
+                variant: eng.opts.platform.variant.clone(),
+                ..Default::default()
+            },
+            layers: Vec::new(),
+            key: CacheKey::of(&json!({"scratch": eng.opts.platform.to_string()})),
+            args: Vec::new(),
+            created: crate::time::now_or_epoch(eng.opts.source_date_epoch),
+            cmd_set: false,
+        },
+        BaseRef::Image(name) => {
+            let base = eng.base_image(name, &from_step).await?;
+            let created = base
+                .config
+                .created
+                .clone()
+                .unwrap_or_else(|| crate::time::now_or_epoch(eng.opts.source_date_epoch));
+            let mut config = base.config.clone();
+            config.rootfs.diff_ids = base.layers.iter().map(|l| l.diff_id.clone()).collect();
+            StageState {
+                config,
+                layers: base.layers.clone(),
+                key: CacheKey::of(&json!({"image": base.manifest_digest.to_string()})),
+                args: Vec::new(),
+                created,
+                cmd_set: false,
+            }
+        }
+    };
+    st.inherit_args();
+    st.cmd_set = false;
+    // BuildKit gives every image a PATH.
+    if st.config.env_var("PATH").is_none() {
+        st.config.set_env_var("PATH", berth_sandbox::DEFAULT_PATH);
+    }
+    // ONBUILD triggers of a base image run first, then are cleared.
+    let triggers = if matches!(stage.base, BaseRef::Image(_) | BaseRef::Stage(_)) {
+        st.config.config.on_build.take().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut instructions = Vec::new();
+    for t in &triggers {
+        instructions.extend(crate::lower::parse_trigger(t, &stage.location)?);
+    }
+    instructions.extend(stage.instructions.iter().cloned());
+    for (n, instr) in instructions.iter().enumerate() {
+        let step = StepInfo {
+            location: instr.location.clone(),
+            text: instr.text.clone(),
+            label: label(n + 2),
+        };
+        let op = crate::lower::lower(instr, &st)?;
+        crate::stage::apply(&eng, &mut st, op, &step).await?;
+    }
+    if index == plan.target {
+        for (k, v) in &eng.opts.labels {
+            st.config
+                .config
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(k.clone(), v.clone());
+        }
+    }
+    Ok(Arc::new(st))
+}
+
+/// Builds the target of `opts` and returns the image (its blobs are in the
+/// store; nothing is tagged: the caller exports it).
+pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
+    let plan = Arc::new(crate::plan::plan(&opts)?);
+    let snapshots = Snapshots::open(&opts.root)?;
+    let cache = CacheIndex::open(&opts.root)?;
+    let empty_dir = opts.root.join("snapshots").join("empty");
+    std::fs::create_dir_all(&empty_dir)?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    let results = plan.stages.iter().map(|_| watch::channel(None).0).collect();
+    let eng = Arc::new(Engine {
+        jobs: Semaphore::new(opts.jobs.max(1)),
+        opts,
+        snapshots,
+        cache,
+        hosts: HOSTS.as_bytes().to_vec(),
+        resolv,
+        plan: Arc::clone(&plan),
+        results,
+        context: OnceLock::new(),
+        empty_dir,
+        used_args: Mutex::new(BTreeSet::new()),
+        bases: Mutex::new(BTreeMap::new()),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for &index in &plan.needed {
+        let eng2 = Arc::clone(&eng);
+        tasks.spawn(async move {
+            let r = run_stage(Arc::clone(&eng2), index).await;
+            let outcome = match &r {
+                Ok(st) => Ok(Arc::clone(st)),
+                Err(e) => Err(e.to_string()),
+            };
+            eng2.results[index].send_replace(Some(outcome));
+            (index, r)
+        });
+    }
+    let mut target = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (index, r) =
+            joined.map_err(|e| BuildError::Other(format!("stage task failed: {e}")))?;
+        match r {
+            // The first failure wins; dropping the set cancels the rest.
+            Err(e) => return Err(e),
+            Ok(st) if index == plan.target => target = Some(st),
+            Ok(_) => {}
+        }
+    }
+    let st = target.ok_or_else(|| BuildError::Other("the target stage produced nothing".into()))?;
+    if let Ok(ctx) = eng.open_context() {
+        if let Err(e) = ctx.save_stat_cache() {
+            tracing::debug!("saving the stat cache: {e}");
+        }
+    }
+    let unused: Vec<String> = {
+        let used = eng.used_args.lock().unwrap();
+        eng.opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !used.contains(*k)
+                    && !plan.global_args.contains_key(*k)
+                    && !crate::plan::is_builtin_arg(k)
+            })
+            .cloned()
+            .collect()
+    };
+    if !unused.is_empty() {
+        eng.opts.progress.emit(Event::Warning(format!(
+            "one or more build args were not consumed: [{}]",
+            unused.join(" ")
+        )));
+    }
+    let mut config = st.config.clone();
+    config.created = config
+        .history
+        .iter()
+        .rev()
+        .find_map(|h| h.created.clone())
+        .or(Some(st.created.clone()));
+    if let Some(epoch) = eng.opts.source_date_epoch {
+        config.created = Some(crate::time::rfc3339(epoch, 0));
+    }
+    let image = BuiltImage::assemble(&eng.opts.blobs, &config, &st.layers, eng.opts.media_types)?;
+    Ok(BuildResult {
+        image,
+        config,
+        layers: st.layers.clone(),
+    })
+}

@@ -1,0 +1,1408 @@
+//! `berth build` end to end: the image it stores (filesystem and config),
+//! the cache (what reruns and what does not), parallel stages, `--target`,
+//! reproducibility, every output, pushing, building beside `berth serve`,
+//! bad input, and the same core scenarios as a non-root user.
+//!
+//! The base image is a busybox-static rootfs `berth import`ed into a fresh
+//! root per test; nothing reaches beyond 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+mod common;
+
+/// One test's directory, its root, and who runs berth in it.
+struct Env {
+    _tmp: tempfile::TempDir,
+    work: PathBuf,
+    root: PathBuf,
+    /// `Some((uid, gid))`: every berth command runs as this user.
+    user: Option<(u32, u32)>,
+}
+
+/// The uid and gid of the unprivileged user `berth`, if it exists.
+fn berth_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&"berth") && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Env {
+    /// A fresh root with `base:1` imported (busybox), as the test's own user.
+    fn new() -> Env {
+        Env::with_user(None)
+    }
+
+    /// The same as the user `berth`, in a directory it owns under /tmp.
+    /// `None` (and a message) when that is impossible here.
+    fn rootless() -> Option<Env> {
+        if !is_root() {
+            eprintln!("SKIP: the rootless tests start berth as user `berth` and need root");
+            return None;
+        }
+        let Some(user) = berth_user() else {
+            eprintln!("SKIP: no user `berth` (with /etc/subuid and /etc/subgid ranges)");
+            return None;
+        };
+        Some(Env::with_user(Some(user)))
+    }
+
+    fn with_user(user: Option<(u32, u32)>) -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-build-test.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let work = tmp.path().to_path_buf();
+        if let Some((uid, gid)) = user {
+            // The user must reach its files: /tmp is 1777, the dir is its own.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
+        }
+        let env = Env {
+            root: work.join("root"),
+            work,
+            _tmp: tmp,
+            user,
+        };
+        let rootfs = common::busybox_rootfs(&env.work).expect("a static /bin/busybox");
+        env.give(&rootfs);
+        // Relative (berth runs in `work`): the history comment names the
+        // file, and base images of different roots must be identical.
+        ok(env.berth_env(
+            &["import", "busybox-rootfs.tar", "base:1"],
+            &[("SOURCE_DATE_EPOCH", "1600000000")],
+        ));
+        env
+    }
+
+    /// Hands a path the test made to the user berth runs as.
+    fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .current_dir(&self.work)
+            .env("DOCKER_CONFIG", self.work.join("docker-config"))
+            .env("HOME", &self.work)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("BERTH_ROOT")
+            .env_remove("BERTH_LOG")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        self.berth_env(args, &[])
+    }
+
+    /// A build context directory with these files (and directories for
+    /// names ending in `/`).
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        self.give(&dir);
+        for (path, text) in files {
+            self.write(&dir.join(path), text);
+        }
+        dir
+    }
+
+    fn write(&self, path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        self.give(path);
+    }
+
+    /// `berth build --progress plain ARGS CONTEXT`.
+    fn build(&self, context: &Path, args: &[&str]) -> Build {
+        self.build_env(context, args, &[])
+    }
+
+    fn build_env(&self, context: &Path, args: &[&str], env: &[(&str, &str)]) -> Build {
+        let mut all = vec!["build", "--progress", "plain"];
+        all.extend_from_slice(args);
+        all.push(context.to_str().unwrap());
+        let started = Instant::now();
+        let out = self.berth_env(&all, env);
+        Build::new(out, started.elapsed())
+    }
+
+    /// The stored image `repo:tag` (Docker-normalised, e.g. `library/x:1`),
+    /// read back through an OCI layout written by `berth copy`.
+    fn image(&self, name: &str) -> Image {
+        let dir = self.work.join(format!(
+            "layout-{}",
+            name.replace(['/', ':'], "_") + &format!("-{}", unique())
+        ));
+        ok(self.berth(&[
+            "copy",
+            &format!("local:{name}"),
+            &format!("oci:{}:x", dir.display()),
+        ]));
+        Image::from_layout(&dir)
+    }
+
+    /// Repositories and tags in the local store (`berth images`).
+    fn images(&self) -> String {
+        ok(self.berth(&["images"]))
+    }
+
+    fn fsck_clean(&self) {
+        let out = self.berth(&["fsck"]);
+        assert!(
+            out.status.success(),
+            "berth fsck failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "berth failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// How a step ended in `--progress plain` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    Cached,
+    Done,
+    Error,
+    Running,
+}
+
+/// A finished `berth build`: its output and the steps' fates by name.
+struct Build {
+    out: Output,
+    stderr: String,
+    elapsed: std::time::Duration,
+    /// `[stage-0 3/7] COPY a.txt /a.txt` -> status, in order of appearance.
+    steps: Vec<(String, Status)>,
+}
+
+impl Build {
+    fn new(out: Output, elapsed: std::time::Duration) -> Build {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut names: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut steps: Vec<(String, Status)> = Vec::new();
+        for line in stderr.lines() {
+            let Some(rest) = line.strip_prefix('#') else {
+                continue;
+            };
+            let Some((id, text)) = rest.split_once(' ') else {
+                continue;
+            };
+            let Ok(id) = id.parse::<u64>() else { continue };
+            if id == 0 {
+                continue;
+            }
+            match names.get(&id) {
+                None => {
+                    names.insert(id, steps.len());
+                    steps.push((text.to_string(), Status::Running));
+                }
+                Some(&i) => {
+                    if text == "CACHED" {
+                        steps[i].1 = Status::Cached;
+                    } else if text.starts_with("DONE") {
+                        steps[i].1 = Status::Done;
+                    } else if text.starts_with("ERROR") {
+                        steps[i].1 = Status::Error;
+                    }
+                }
+            }
+        }
+        Build {
+            out,
+            stderr,
+            elapsed,
+            steps,
+        }
+    }
+
+    fn ok(&self) -> &Self {
+        assert!(
+            self.out.status.success(),
+            "berth build failed ({}):\n{}",
+            self.out.status,
+            self.stderr
+        );
+        self
+    }
+
+    fn failed(&self) -> &str {
+        assert!(
+            !self.out.status.success(),
+            "berth build succeeded unexpectedly:\n{}",
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    /// The status of the one step whose name contains `needle`.
+    fn step(&self, needle: &str) -> Status {
+        let hits: Vec<_> = self
+            .steps
+            .iter()
+            .filter(|(n, _)| n.contains(needle))
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "expected one step matching {needle:?}, steps: {:?}\n{}",
+            self.steps,
+            self.stderr
+        );
+        hits[0].1.clone()
+    }
+
+    /// Dockerfile steps (not `[internal]` ones).
+    fn dockerfile_steps(&self) -> Vec<&(String, Status)> {
+        self.steps
+            .iter()
+            .filter(|(n, _)| !n.starts_with("[internal]"))
+            .collect()
+    }
+
+    fn assert_all(&self, want: Status) {
+        let steps = self.dockerfile_steps();
+        assert!(!steps.is_empty(), "no steps in:\n{}", self.stderr);
+        for (name, status) in steps {
+            assert_eq!(*status, want, "step {name}\n{}", self.stderr);
+        }
+    }
+
+    /// The manifest digest from `#0 writing image sha256:... done`.
+    fn digest(&self) -> String {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("#0 writing image "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no `writing image` line in:\n{}", self.stderr))
+            .to_string()
+    }
+}
+
+/// One entry of a layer tarball.
+#[derive(Debug, Clone)]
+struct Entry {
+    path: String,
+    uid: u64,
+    gid: u64,
+    kind: tar::EntryType,
+    mode: u32,
+    mtime: u64,
+    data: Vec<u8>,
+}
+
+/// An image read from an OCI layout.
+struct Image {
+    manifest_digest: String,
+    manifest: Value,
+    config: Value,
+    layers: Vec<Vec<Entry>>,
+}
+
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    std::fs::read(layout.join("blobs").join(alg).join(hex)).unwrap()
+}
+
+/// The entries of a (gzip-compressed or plain) layer tarball.
+fn entries(bytes: &[u8]) -> Vec<Entry> {
+    let mut plain = Vec::new();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut plain)
+            .unwrap();
+    } else {
+        plain = bytes.to_vec();
+    }
+    let mut ar = tar::Archive::new(plain.as_slice());
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(Entry {
+            path: path.trim_start_matches("./").to_string(),
+            uid: h.uid().unwrap(),
+            gid: h.gid().unwrap(),
+            kind: h.entry_type(),
+            mode: h.mode().unwrap(),
+            mtime: h.mtime().unwrap(),
+            data,
+        });
+    }
+    out
+}
+
+impl Image {
+    fn from_layout(dir: &Path) -> Image {
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let manifest: Value = serde_json::from_slice(&blob(dir, &manifest_digest)).unwrap();
+        let config: Value =
+            serde_json::from_slice(&blob(dir, manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
+        let layers = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| entries(&blob(dir, l["digest"].as_str().unwrap())))
+            .collect();
+        Image {
+            manifest_digest,
+            manifest,
+            config,
+            layers,
+        }
+    }
+
+    /// The last layer entry at `path` (the image's view of it, whiteouts aside).
+    fn file(&self, path: &str) -> Option<&Entry> {
+        self.layers
+            .iter()
+            .flatten()
+            .rfind(|e| e.path.trim_end_matches('/') == path)
+    }
+
+    fn text(&self, path: &str) -> String {
+        let e = self
+            .file(path)
+            .unwrap_or_else(|| panic!("{path} is not in any layer"));
+        String::from_utf8(e.data.clone()).unwrap()
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.config["config"]["Env"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn build_dockerfile_basic() -> &'static str {
+    "FROM base:1\n\
+     ENV GREETING=hello\n\
+     WORKDIR /app\n\
+     COPY greeting.txt ./\n\
+     RUN echo \"built as $(id -u)\" > /app/built.txt && touch /app/owned && chown 1000:1000 /app/owned\n\
+     USER app\n\
+     RUN id -u > /tmp/by-app\n\
+     LABEL stage=one\n\
+     CMD [\"cat\", \"/app/greeting.txt\"]\n"
+}
+
+// ------------------------------------------------------------ scenarios
+// Each runs as root and (some) again as the user `berth`.
+
+/// 1: the stored image's filesystem and config.
+fn scenario_image_and_config(env: &Env) {
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", build_dockerfile_basic()),
+            ("greeting.txt", "hello from the context\n"),
+        ],
+    );
+    env.build(&ctx, &["-t", "out:1", "--label", "from.cli=yes"])
+        .ok();
+    assert!(env.images().contains("library/out"), "{}", env.images());
+    let img = env.image("library/out:1");
+
+    let c = &img.config["config"];
+    assert!(env_has(&img, "GREETING=hello"), "{:?}", img.env());
+    assert!(
+        img.env().iter().any(|e| e.starts_with("PATH=")),
+        "a default PATH: {:?}",
+        img.env()
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["cat", "/app/greeting.txt"]));
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "app");
+    assert_eq!(c["Labels"]["stage"], "one");
+    assert_eq!(c["Labels"]["from.cli"], "yes");
+    assert_eq!(img.config["os"], "linux");
+    assert!(img.config["architecture"].is_string());
+
+    // History: the base's one entry + 8 instructions; one non-empty entry
+    // per layer, and the diff IDs match the layers.
+    let history = img.config["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1 + 8, "{history:#?}");
+    let non_empty = history
+        .iter()
+        .filter(|h| h["empty_layer"] != Value::Bool(true))
+        .count();
+    assert_eq!(non_empty, img.layers.len(), "{history:#?}");
+    assert_eq!(
+        img.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        img.layers.len()
+    );
+    assert!(history.iter().any(|h| h["created_by"]
+        .as_str()
+        .unwrap_or("")
+        .contains("COPY greeting.txt")));
+
+    // The filesystem.
+    assert_eq!(img.text("app/greeting.txt"), "hello from the context\n");
+    assert_eq!(img.text("app/built.txt"), "built as 0\n");
+    assert_eq!(img.text("tmp/by-app"), "1000\n");
+    let owned = img.file("app/owned").unwrap();
+    assert_eq!((owned.uid, owned.gid), (1000, 1000), "chown 1000:1000");
+    let by_app = img.file("tmp/by-app").unwrap();
+    assert_eq!(
+        (by_app.uid, by_app.gid),
+        (1000, 1000),
+        "written by USER app"
+    );
+    let built = img.file("app/built.txt").unwrap();
+    assert_eq!((built.uid, built.gid), (0, 0), "written by root");
+    assert!(img.file("bin/busybox").is_some());
+
+    // type=local writes the same filesystem to a directory.
+    let dir = env.work.join("local-out");
+    env.build(
+        &ctx,
+        &["--output", &format!("type=local,dest={}", dir.display())],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app/greeting.txt")).unwrap(),
+        "hello from the context\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app/built.txt")).unwrap(),
+        "built as 0\n"
+    );
+    env.fsck_clean();
+}
+
+fn env_has(img: &Image, kv: &str) -> bool {
+    img.env().iter().any(|e| e == kv)
+}
+
+const STAMP_DOCKERFILE: &str = "FROM base:1\n\
+    RUN date +%s%N > /stamp-run\n\
+    COPY input.txt /input.txt\n\
+    RUN date +%s%N > /stamp-after\n\
+    CMD [\"cat\", \"/input.txt\"]\n";
+
+/// 2: a rebuild of the same thing is all CACHED, runs nothing and stores
+/// the same digest.
+fn scenario_noop_rebuild(env: &Env) {
+    let ctx = env.context(
+        "ctx-stamp",
+        &[("Dockerfile", STAMP_DOCKERFILE), ("input.txt", "one\n")],
+    );
+    let first = env.build(&ctx, &["-t", "stamp:1"]);
+    first.ok();
+    first.assert_all(Status::Done);
+    let img1 = env.image("library/stamp:1");
+    let second = env.build(&ctx, &["-t", "stamp:1"]);
+    second.ok();
+    second.assert_all(Status::Cached);
+    assert_eq!(first.digest(), second.digest());
+    let img2 = env.image("library/stamp:1");
+    assert_eq!(img1.manifest_digest, img2.manifest_digest);
+    // The RUN writes the time in nanoseconds: the same value proves it did
+    // not run again (a rerun could not reproduce it).
+    assert_eq!(img1.text("stamp-run"), img2.text("stamp-run"));
+    assert_eq!(img1.text("stamp-after"), img2.text("stamp-after"));
+}
+
+/// 5: independent stages run at once.
+fn scenario_parallel_stages(env: &Env) {
+    // Warm the base's snapshot first: the timing is about the stages.
+    let warm = env.context("ctx-warm", &[("Dockerfile", "FROM base:1\nRUN true\n")]);
+    env.build(&warm, &[]).ok();
+    let ctx = env.context(
+        "ctx-par",
+        &[(
+            "Dockerfile",
+            "FROM base:1 AS a\nRUN sleep 1 && echo a > /a\n\
+             FROM base:1 AS b\nRUN sleep 1 && echo b > /b\n\
+             FROM base:1 AS c\nRUN sleep 1 && echo c > /c\n\
+             FROM base:1\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\n\
+             RUN cat /a /b /c > /abc\n",
+        )],
+    );
+    let b = env.build(&ctx, &["--jobs", "3", "-t", "par:1"]);
+    b.ok();
+    b.assert_all(Status::Done);
+    // Three one-second sleeps in sequence take more than 3 s.
+    assert!(
+        b.elapsed.as_secs_f64() < 2.9,
+        "three `sleep 1` stages took {:.2}s with --jobs 3: they did not overlap\n{}",
+        b.elapsed.as_secs_f64(),
+        b.stderr
+    );
+    assert_eq!(env.image("library/par:1").text("abc"), "a\nb\nc\n");
+}
+
+/// 12 (part): a RUN as USER app and a RUN that chowns leave files owned by
+/// 1000 in the layer, whoever runs the build.
+fn scenario_ownership(env: &Env) {
+    let ctx = env.context(
+        "ctx-own",
+        &[(
+            "Dockerfile",
+            "FROM base:1\n\
+             RUN touch /by-root && mkdir /chowned && touch /chowned/f && chown -R 1000:1000 /chowned\n\
+             USER app\n\
+             RUN echo mine > /tmp/by-app && id -u > /tmp/uid\n",
+        )],
+    );
+    env.build(&ctx, &["-t", "own:1"]).ok();
+    let img = env.image("library/own:1");
+    for path in ["chowned", "chowned/f", "tmp/by-app", "tmp/uid"] {
+        let e = img
+            .file(path)
+            .unwrap_or_else(|| panic!("{path} missing from the layers"));
+        assert_eq!((e.uid, e.gid), (1000, 1000), "owner of {path}");
+    }
+    let r = img.file("by-root").unwrap();
+    assert_eq!((r.uid, r.gid), (0, 0), "owner of /by-root");
+    assert_eq!(img.text("tmp/uid"), "1000\n");
+}
+
+#[test]
+fn image_filesystem_and_config() {
+    scenario_image_and_config(&Env::new());
+}
+
+#[test]
+fn noop_rebuild_is_cached_and_runs_nothing() {
+    scenario_noop_rebuild(&Env::new());
+}
+
+#[test]
+fn parallel_stages_overlap() {
+    scenario_parallel_stages(&Env::new());
+}
+
+#[test]
+fn ownership_of_run_results() {
+    scenario_ownership(&Env::new());
+}
+
+#[test]
+fn rootless_image_filesystem_and_config() {
+    if let Some(env) = Env::rootless() {
+        scenario_image_and_config(&env);
+    }
+}
+
+#[test]
+fn rootless_noop_rebuild() {
+    if let Some(env) = Env::rootless() {
+        scenario_noop_rebuild(&env);
+    }
+}
+
+#[test]
+fn rootless_parallel_stages() {
+    if let Some(env) = Env::rootless() {
+        scenario_parallel_stages(&env);
+    }
+}
+
+#[test]
+fn rootless_ownership_is_container_ids_not_subuids() {
+    if let Some(env) = Env::rootless() {
+        scenario_ownership(&env);
+    }
+}
+
+/// 3: a changed context file reruns the COPY reading it and what follows;
+/// a changed ignored file changes nothing.
+#[test]
+fn context_change_reruns_from_the_copy_that_reads_it() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM base:1\n\
+                 RUN date +%s%N > /before\n\
+                 COPY a.txt /a.txt\n\
+                 RUN date +%s%N > /mid\n\
+                 COPY . /ctx/\n\
+                 RUN date +%s%N > /last\n",
+            ),
+            (".dockerignore", "ignored.txt\n"),
+            ("a.txt", "a1\n"),
+            ("b.txt", "b1\n"),
+            ("ignored.txt", "i1\n"),
+        ],
+    );
+    env.build(&ctx, &["-t", "ctx:1"]).ok();
+    let img1 = env.image("library/ctx:1");
+    assert!(img1.file("ctx/ignored.txt").is_none(), ".dockerignore");
+    assert_eq!(img1.text("ctx/b.txt"), "b1\n");
+
+    // a.txt: everything from `COPY a.txt` on reruns.
+    env.write(&ctx.join("a.txt"), "a2\n");
+    let b = env.build(&ctx, &["-t", "ctx:1"]);
+    b.ok();
+    assert_eq!(b.step("RUN date +%s%N > /before"), Status::Cached);
+    assert_eq!(b.step("COPY a.txt"), Status::Done);
+    assert_eq!(b.step("/mid"), Status::Done);
+    assert_eq!(b.step("COPY . /ctx/"), Status::Done);
+    assert_eq!(b.step("/last"), Status::Done);
+    let img2 = env.image("library/ctx:1");
+    assert_eq!(img2.text("before"), img1.text("before"));
+    assert_ne!(img2.text("mid"), img1.text("mid"));
+    assert_eq!(img2.text("a.txt"), "a2\n");
+
+    // b.txt: only `COPY .` and after.
+    env.write(&ctx.join("b.txt"), "b2\n");
+    let b = env.build(&ctx, &["-t", "ctx:1"]);
+    b.ok();
+    assert_eq!(b.step("RUN date +%s%N > /before"), Status::Cached);
+    assert_eq!(b.step("COPY a.txt"), Status::Cached);
+    assert_eq!(b.step("/mid"), Status::Cached);
+    assert_eq!(b.step("COPY . /ctx/"), Status::Done);
+    assert_eq!(b.step("/last"), Status::Done);
+    let img3 = env.image("library/ctx:1");
+    assert_eq!(img3.text("mid"), img2.text("mid"));
+    assert_eq!(img3.text("ctx/b.txt"), "b2\n");
+
+    // The ignored file: nothing reruns, same image.
+    env.write(&ctx.join("ignored.txt"), "i2 (changed)\n");
+    let b = env.build(&ctx, &["-t", "ctx:1"]);
+    b.ok();
+    b.assert_all(Status::Cached);
+    assert_eq!(
+        env.image("library/ctx:1").manifest_digest,
+        img3.manifest_digest
+    );
+
+    // Touching a file without changing it (new mtime) keeps the cache too:
+    // keys are content-based.
+    env.write(&ctx.join("a.txt"), "a2\n");
+    let b = env.build(&ctx, &["-t", "ctx:1"]);
+    b.ok();
+    b.assert_all(Status::Cached);
+}
+
+/// 4: --no-cache reruns every step.
+#[test]
+fn no_cache_reruns_everything() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", STAMP_DOCKERFILE), ("input.txt", "one\n")],
+    );
+    env.build(&ctx, &["-t", "nc:1"]).ok();
+    let img1 = env.image("library/nc:1");
+    let b = env.build(&ctx, &["-t", "nc:1", "--no-cache"]);
+    b.ok();
+    b.assert_all(Status::Done);
+    let img2 = env.image("library/nc:1");
+    assert_ne!(img1.text("stamp-run"), img2.text("stamp-run"));
+    assert_ne!(img1.manifest_digest, img2.manifest_digest);
+    // And the cache is still usable afterwards.
+    env.build(&ctx, &["-t", "nc:1"])
+        .ok()
+        .assert_all(Status::Cached);
+}
+
+/// 6: --target builds only the stages it reaches.
+#[test]
+fn target_builds_only_reached_stages() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM base:1 AS broken\nRUN echo about to fail && exit 3\n\
+             FROM base:1 AS good\nRUN echo good > /good\n\
+             FROM good AS final\nCOPY --from=broken /x /x\n",
+        )],
+    );
+    let b = env.build(&ctx, &["--target", "good", "-t", "tgt:1"]);
+    b.ok();
+    assert!(
+        !b.stderr.contains("exit 3"),
+        "the unreached stage ran:\n{}",
+        b.stderr
+    );
+    assert_eq!(env.image("library/tgt:1").text("good"), "good\n");
+    // Without --target the broken stage is reached, and fails the build.
+    let err = env.build(&ctx, &["-t", "tgt:2"]).failed().to_string();
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(!env.images().contains("tgt   2"));
+    // An unknown target is named.
+    let err = env.build(&ctx, &["--target", "nope"]).failed().to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+/// 7: SOURCE_DATE_EPOCH makes builds reproducible across roots; without
+/// it, the config carries the build time.
+#[test]
+fn source_date_epoch_is_reproducible() {
+    let dockerfile = "FROM base:1\n\
+        RUN mkdir -p /out && echo data > /out/file && touch /out/touched\n\
+        COPY in.txt /in.txt\n\
+        WORKDIR /w\n\
+        CMD [\"cat\", \"/out/file\"]\n";
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let env = Env::new();
+        let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("in.txt", "x\n")]);
+        // COPY keeps the context's mtimes (as BuildKit does without
+        // rewrite-timestamp): a checkout with fixed times, then.
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_650_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(ctx.join("in.txt"))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        env.build_env(&ctx, &["-t", "repro:1"], &sde).ok();
+        let img = env.image("library/repro:1");
+        assert_eq!(img.config["created"], "2023-11-14T22:13:20Z");
+        for h in img.config["history"].as_array().unwrap().iter().skip(1) {
+            assert_eq!(h["created"], "2023-11-14T22:13:20Z", "{h}");
+        }
+        digests.push((img.manifest_digest.clone(), img));
+    }
+    if digests[0].0 != digests[1].0 {
+        let show = |i: &Image| {
+            format!(
+                "{:#}\n{:#?}",
+                i.config,
+                i.layers
+                    .iter()
+                    .skip(1)
+                    .map(|l| l
+                        .iter()
+                        .map(|e| (&e.path, e.mode, e.mtime, e.uid, e.kind))
+                        .collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            )
+        };
+        panic!(
+            "same SOURCE_DATE_EPOCH, different images:\n{}\n---\n{}",
+            show(&digests[0].1),
+            show(&digests[1].1)
+        );
+    }
+    let digests: Vec<String> = digests.into_iter().map(|d| d.0).collect();
+
+    let env = Env::new();
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("in.txt", "x\n")]);
+    let today = || {
+        String::from_utf8(
+            Command::new("date")
+                .args(["-u", "+%Y-%m-%d"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let before = today();
+    env.build(&ctx, &["-t", "repro:1"]).ok();
+    let after = today();
+    let img = env.image("library/repro:1");
+    let created = img.config["created"].as_str().unwrap().to_string();
+    assert!(
+        created.starts_with(&before) || created.starts_with(&after),
+        "created {created} is not the build time ({before})"
+    );
+    assert_ne!(img.manifest_digest, digests[0]);
+}
+
+/// 8: every output type, --iidfile, --metadata-file, -q.
+#[test]
+fn outputs_files_and_quiet() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM base:1\nCOPY hello.txt /hello.txt\nRUN echo ran > /ran\nCMD [\"cat\", \"/hello.txt\"]\n",
+            ),
+            ("hello.txt", "hello\n"),
+        ],
+    );
+    let w = &env.work;
+    let oci = w.join("x.oci.tar");
+    let docker = w.join("y.docker.tar");
+    let local = w.join("z-local");
+    let tarball = w.join("z.tar");
+    let iid = w.join("iid");
+    let meta = w.join("meta.json");
+    let b = env.build(
+        &ctx,
+        &[
+            "-t",
+            "outs:1",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            "--output",
+            &format!("type=docker,dest={},name=outs:docker", docker.display()),
+            "--output",
+            &format!("type=local,dest={}", local.display()),
+            "--output",
+            &format!("type=tar,dest={}", tarball.display()),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    b.ok();
+    let digest = b.digest();
+
+    // --iidfile: the config digest; --metadata-file: BuildKit's keys.
+    let iid = std::fs::read_to_string(&iid).unwrap();
+    assert!(iid.starts_with("sha256:") && iid.len() == 71, "{iid:?}");
+    let meta: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["containerimage.config.digest"], iid.as_str());
+    assert_eq!(meta["containerimage.descriptor"]["digest"], digest.as_str());
+    assert!(meta["containerimage.descriptor"]["size"].as_u64().unwrap() > 0);
+
+    // type=local: the filesystem.
+    assert_eq!(
+        std::fs::read_to_string(local.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(std::fs::read_to_string(local.join("ran")).unwrap(), "ran\n");
+    assert!(local.join("bin/busybox").is_file());
+
+    // type=tar: the same filesystem as one tarball.
+    let fs = entries(&std::fs::read(&tarball).unwrap());
+    let get = |p: &str| fs.iter().find(|e| e.path.trim_end_matches('/') == p);
+    assert_eq!(get("hello.txt").unwrap().data, b"hello\n");
+    assert_eq!(get("ran").unwrap().data, b"ran\n");
+    assert!(get("bin/busybox").is_some());
+
+    // type=oci: an OCI archive berth (and umoci) can read back.
+    let oci_img = w.join("oci-layout");
+    std::fs::create_dir(&oci_img).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&oci)
+        .arg("-C")
+        .arg(&oci_img)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let img = Image::from_layout(&oci_img);
+    assert_eq!(
+        img.manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "type=oci has OCI media types"
+    );
+    assert_eq!(img.manifest["config"]["digest"], iid.as_str());
+    assert_eq!(img.file("hello.txt").unwrap().data, b"hello\n");
+    if Path::new("/usr/bin/umoci").exists() {
+        let bundle = w.join("bundle");
+        let out = Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:{}", oci_img.display(), oci_tag(&oci_img)))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(),
+            "hello\n"
+        );
+    }
+    let copied = ok(env.berth(&[
+        "copy",
+        &format!("oci-archive:{}", oci.display()),
+        "local:fromoci:1",
+    ]));
+    assert!(copied.contains("sha256:"), "{copied}");
+
+    // type=docker: `berth load` takes it, under the name given.
+    let other = Env::new();
+    let loaded = ok(other.berth(&["load", "-i", docker.to_str().unwrap()]));
+    assert!(loaded.contains("outs:docker"), "{loaded}");
+    let img = other.image("library/outs:docker");
+    assert_eq!(
+        img.config["config"]["Cmd"],
+        serde_json::json!(["cat", "/hello.txt"])
+    );
+    assert_eq!(img.text("ran"), "ran\n");
+
+    // -q: the image ID alone on stdout, nothing on stderr.
+    let q = env.build(&ctx, &["-q"]);
+    q.ok();
+    assert_eq!(String::from_utf8_lossy(&q.out.stdout), format!("{iid}\n"));
+    assert_eq!(q.stderr, "", "-q prints nothing else");
+}
+
+/// The ref name of the first manifest of an OCI layout.
+fn oci_tag(layout: &Path) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_string()
+}
+
+/// 9: --push to a registry (a `berth serve` of another root).
+#[test]
+fn push_to_a_registry() {
+    let env = Env::new();
+    let registry = tempfile::tempdir().unwrap();
+    let (_server, port) = common::serve(registry.path());
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM base:1\nRUN echo pushed > /pushed\nCMD [\"cat\", \"/pushed\"]\n",
+        )],
+    );
+    let name = format!("127.0.0.1:{port}/team/pushed:v1");
+    let b = env.build(&ctx, &["-t", &name, "--push"]);
+    b.ok();
+    let digest = b.digest();
+    let out = ok(env.berth(&["inspect", "--raw", &name]));
+    let manifest: Value = serde_json::from_str(&out).unwrap();
+    assert!(manifest["layers"].as_array().unwrap().len() >= 2);
+    assert_eq!(
+        ok(env.berth(&["digest", &name])).trim(),
+        digest,
+        "the pushed manifest is the built one"
+    );
+    let summary: Value =
+        serde_json::from_str(&ok(env.berth(&["inspect", "--format", "json", &name]))).unwrap();
+    assert_eq!(summary["Digest"], digest.as_str());
+
+    // --output type=registry pushes without storing locally.
+    let name2 = format!("127.0.0.1:{port}/team/registry-only:v2");
+    env.build(&ctx, &["--output", &format!("type=registry,name={name2}")])
+        .ok();
+    assert_eq!(ok(env.berth(&["digest", &name2])).trim(), digest);
+    assert!(!env.images().contains("registry-only"), "{}", env.images());
+
+    // Pushing without a name is refused before anything runs.
+    let err = env.build(&ctx, &["--push"]).failed().to_string();
+    assert!(err.contains("-t"), "{err}");
+}
+
+/// 10: a build beside the `berth serve` holding the root is visible over
+/// HTTP at once.
+#[test]
+fn build_beside_a_running_server() {
+    let env = Env::new();
+    let (_server, port) = common::serve(&env.root);
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM base:1\nRUN echo served > /served\n")],
+    );
+    let b = env.build(&ctx, &["-t", "beside/app:7"]);
+    b.ok();
+    let digest = b.digest();
+    // curl: the request a registry client makes, headers included.
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "-H"])
+        .arg(
+            "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+             application/vnd.oci.image.manifest.v1+json",
+        )
+        .arg(format!("http://127.0.0.1:{port}/v2/beside/app/manifests/7"))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(headers.starts_with("http/1.1 200"), "{headers}");
+    assert!(
+        headers.contains(&format!("docker-content-digest: {digest}")),
+        "{headers}"
+    );
+    // And a rebuild beside the server still hits the cache.
+    env.build(&ctx, &["-t", "beside/app:7"])
+        .ok()
+        .assert_all(Status::Cached);
+}
+
+// ------------------------------------------------------------ bad input
+
+/// Builds `dockerfile` (with `files`) expecting failure; checks nothing got
+/// tagged and the root is consistent. Returns stderr.
+fn build_fails(env: &Env, dockerfile: &str, files: &[(&str, &str)]) -> String {
+    let name = format!("ctx-bad-{}", unique());
+    let mut all = vec![("Dockerfile", dockerfile)];
+    all.extend_from_slice(files);
+    let ctx = env.context(&name, &all);
+    let err = env.build(&ctx, &["-t", "bad:1"]).failed().to_string();
+    assert!(
+        !env.images().contains("library/bad"),
+        "a failed build tagged its image:\n{}",
+        env.images()
+    );
+    env.fsck_clean();
+    err
+}
+
+#[test]
+fn syntax_errors_name_file_line_and_column() {
+    let env = Env::new();
+    let err = build_fails(&env, "FROM base:1\nRUN echo ok\nCOPY --from\n", &[]);
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    assert!(
+        err.contains("COPY requires at least two arguments"),
+        "{err}"
+    );
+
+    let err = build_fails(&env, "FROM base:1\nFROBNICATE the thing\n", &[]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.to_lowercase().contains("frobnicate"), "{err}");
+
+    // (`CMD ["unterminated` is not an error: Docker runs it in shell form.)
+    let err = build_fails(&env, "FROM base:1\nENV\n", &[]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("ENV"), "{err}");
+
+    let err = build_fails(&env, "RUN echo no from\n", &[]);
+    assert!(err.contains("Dockerfile:1"), "{err}");
+}
+
+#[test]
+fn copy_errors_name_the_source() {
+    let env = Env::new();
+    let err = build_fails(
+        &env,
+        "FROM base:1\nRUN true\nCOPY --from=nosuchstage /x /x\n",
+        &[],
+    );
+    assert!(err.contains("nosuchstage"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+
+    let err = build_fails(
+        &env,
+        "FROM base:1\nCOPY missing.txt /m\n",
+        &[("present.txt", "x")],
+    );
+    assert!(err.contains("missing.txt"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+
+    let err = build_fails(&env, "FROM base:1\nCOPY ../outside /x\n", &[]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("outside"), "{err}");
+    // The file next to the context was not read.
+    assert!(!env.images().contains("bad"));
+}
+
+#[test]
+fn missing_base_images_are_named() {
+    let env = Env::new();
+    let err = build_fails(&env, "FROM nosuchimage:3\nRUN true\n", &[]);
+    assert!(err.contains("nosuchimage"), "{err}");
+    assert!(err.contains("Dockerfile:1"), "{err}");
+
+    // A registry that does not answer: a closed port on loopback.
+    let port = common::free_port();
+    let err = build_fails(&env, &format!("FROM 127.0.0.1:{port}/gone/base:1\n"), &[]);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+#[test]
+fn failing_run_shows_exit_code_and_last_output() {
+    let env = Env::new();
+    let err = build_fails(
+        &env,
+        "FROM base:1\nRUN true\nRUN echo first line && echo 'the last words' && exit 42\n",
+        &[],
+    );
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("exit code: 42"), "{err}");
+    assert!(err.contains("the last words"), "{err}");
+}
+
+/// An OCI archive holding one image whose single layer is `entries`
+/// (raw tar names, so `..` and absolute paths can be written).
+fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+    fn header(name: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        let bytes = name.as_bytes();
+        // Raw name bytes: the tar crate's setters refuse `..`.
+        h.as_ustar_mut().unwrap().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_entry_type(kind);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(size);
+        h.set_mtime(1_600_000_000);
+        if let Some(l) = link {
+            h.as_ustar_mut().unwrap().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_cksum();
+        h
+    }
+    let mut layer = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut layer);
+        // A usable system below the hostile entries: busybox, so RUN works.
+        let bb = std::fs::read("/bin/busybox").unwrap();
+        b.append(
+            &header("bin/", tar::EntryType::Directory, 0, None),
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append(
+            &header("tmp/", tar::EntryType::Directory, 0, None),
+            std::io::empty(),
+        )
+        .unwrap();
+        let mut h = header(
+            "bin/busybox",
+            tar::EntryType::Regular,
+            bb.len() as u64,
+            None,
+        );
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append(&h, bb.as_slice()).unwrap();
+        b.append(
+            &header("bin/sh", tar::EntryType::Symlink, 0, Some("busybox")),
+            std::io::empty(),
+        )
+        .unwrap();
+        for (path, kind, data) in entries {
+            let link = (*kind == tar::EntryType::Symlink).then_some(*data);
+            let size = if link.is_some() { 0 } else { data.len() as u64 };
+            let body: &[u8] = if link.is_some() { b"" } else { data.as_bytes() };
+            b.append(&header(path, *kind, size, link), body).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let sha = |b: &[u8]| berth_oci::Digest::sha256_of(b).to_string();
+    let layer_digest = sha(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created_by": "hostile"}],
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": sha(&manifest), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": format!("{name}:1"),
+                                       "org.opencontainers.image.ref.name": "1"}}],
+    }))
+    .unwrap();
+    let path = dir.join("hostile.oci.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |name: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for blob in [&layer, &config, &manifest] {
+        add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
+    }
+    b.finish().unwrap();
+    path
+}
+
+/// Every path under `dir` whose file name is `name`.
+fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            out.push(p.clone());
+        }
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            find_named(&p, name, out);
+        }
+    }
+}
+
+/// 11: a base image whose layer tries to escape (`../x`, `/abs`, a symlink
+/// to `/` then a file through it): the build contains it or fails clearly,
+/// and nothing lands outside the root.
+#[test]
+fn hostile_base_layer_cannot_escape() {
+    let env = Env::new();
+    let u = unique().replace('-', "_");
+    let escape = format!("escape_{u}");
+    let abs = format!("abs_{u}");
+    let through = format!("through_{u}");
+    let entries = [
+        (format!("../{escape}"), tar::EntryType::Regular, "dotdot"),
+        (
+            format!("../../../../../../../../tmp/{escape}"),
+            tar::EntryType::Regular,
+            "deep",
+        ),
+        (format!("/tmp/{abs}"), tar::EntryType::Regular, "absolute"),
+        ("evil".to_string(), tar::EntryType::Symlink, "/"),
+        (
+            format!("evil/tmp/{through}"),
+            tar::EntryType::Regular,
+            "via symlink",
+        ),
+    ];
+    let entries: Vec<(&str, tar::EntryType, &str)> = entries
+        .iter()
+        .map(|(p, k, d)| (p.as_str(), *k, *d))
+        .collect();
+    let archive = hostile_archive(&env.work, "hostile", &entries);
+    let loaded = env.berth(&["load", "-i", archive.to_str().unwrap()]);
+    let loaded_err = String::from_utf8_lossy(&loaded.stderr).into_owned();
+    let check_outside = || {
+        for (dir, name) in [
+            (Path::new("/tmp"), &escape),
+            (Path::new("/tmp"), &abs),
+            (Path::new("/tmp"), &through),
+            (Path::new("/"), &escape),
+        ] {
+            assert!(
+                !dir.join(name).exists(),
+                "a hostile layer wrote {}",
+                dir.join(name).display()
+            );
+        }
+        // Inside the test dir, `../x` may only have landed nowhere or in
+        // a directory the layer owns (a snapshot's tree), never beside
+        // the store's files.
+        let mut found = Vec::new();
+        find_named(&env.work, &escape, &mut found);
+        find_named(&env.work, &through, &mut found);
+        for p in &found {
+            let parent = p.parent().unwrap();
+            assert!(
+                parent != env.root && parent != env.work && !parent.ends_with("snapshots"),
+                "{} escaped its layer",
+                p.display()
+            );
+        }
+    };
+    eprintln!("berth load of the hostile archive: {loaded_err}");
+    if !loaded.status.success() {
+        // Refusing the archive outright is a fine answer, if it says why.
+        assert!(!loaded_err.is_empty());
+        check_outside();
+        return;
+    }
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM hostile:1\nRUN /bin/busybox ls -la / /tmp > /listing\n",
+        )],
+    );
+    let b = env.build(&ctx, &["-t", "fromhostile:1"]);
+    eprintln!("build from the hostile image:\n{}", b.stderr);
+    check_outside();
+    if b.out.status.success() {
+        // Contained: the listing shows what the container saw, and nothing
+        // the test process's /tmp holds.
+        let img = env.image("library/fromhostile:1");
+        let listing = img.text("listing");
+        // The host's /tmp holds this test's own directory: the container
+        // must not see it. The entries that aimed outside landed inside.
+        let own = env.work.file_name().unwrap().to_str().unwrap();
+        assert!(
+            !listing.contains(own),
+            "the host's /tmp leaked in:\n{listing}"
+        );
+        assert!(listing.contains("evil -> /"), "{listing}");
+        assert!(listing.contains(&through), "{listing}");
+    } else {
+        assert!(
+            b.stderr.contains("layer") || b.stderr.contains("unpack"),
+            "the failure should name the bad layer:\n{}",
+            b.stderr
+        );
+        assert!(!env.images().contains("fromhostile"));
+    }
+    env.fsck_clean();
+}
