@@ -44,7 +44,7 @@ if ! su berth -s /bin/sh -c "test -r '$PWD/Cargo.toml'" 2>/dev/null; then
     test_target=(env CARGO_TARGET_DIR=/var/tmp/berth-test-target)
     mkdir -p /var/tmp/berth-test-target && chmod 755 /var/tmp/berth-test-target
 fi
-step "cargo test" "${test_target[@]}" cargo test --workspace --locked
+step "cargo test" "${test_target[@]}" cargo test --workspace --locked --no-fail-fast
 if [ -x tests/clients/run.sh ]; then
     step "real clients" tests/clients/run.sh
 fi

@@ -29,6 +29,113 @@ pub struct CopyOptions<'a> {
     pub skip: &'a (dyn Fn(&Path) -> bool + Sync),
     /// ADD: extract a local tar archive instead of copying it.
     pub extract_archives: bool,
+    /// Link context files from the content-addressed file cache instead of
+    /// copying them (only when writing to a plain directory on the root's
+    /// filesystem: a layer's upper dir, never through an overlay mount).
+    pub file_cache: Option<&'a FileCache>,
+}
+
+/// Context files by content and metadata, under `<root>/buildcache/files/`,
+/// hard-linked into the upper directories of COPY steps. A rebuild after a
+/// small context change then copies only what changed. Entries are
+/// immutable (every later write to a layer goes through an overlay copy-up);
+/// the key includes the destination path, so two paths of one layer never
+/// share an inode (the layer would otherwise record a hardlink).
+#[derive(Debug, Clone)]
+pub struct FileCache {
+    dir: PathBuf,
+}
+
+impl FileCache {
+    pub fn open(root: &Path) -> io::Result<FileCache> {
+        let dir = root.join("buildcache").join("files");
+        std::fs::create_dir_all(&dir)?;
+        Ok(FileCache { dir })
+    }
+
+    /// Places `name` in `parent` with the content of `source` (whose sha256
+    /// the stat cache says is `sha`) and `meta`: a link to the cached copy,
+    /// made (and verified against `sha`) on first use.
+    fn place(
+        &self,
+        source: &Path,
+        sha: &[u8; 32],
+        key_path: &Path,
+        parent: RawFd,
+        name: &OsStr,
+        meta: Meta,
+    ) -> io::Result<()> {
+        use sha2::{Digest as _, Sha256};
+        let key = {
+            let mut h = Sha256::new();
+            h.update(sha);
+            h.update(format!(
+                ":{:o}:{}:{}:{}.{}:",
+                meta.mode, meta.uid, meta.gid, meta.mtime.tv_sec, meta.mtime.tv_nsec
+            ));
+            h.update(key_path.as_os_str().as_encoded_bytes());
+            crate::cache::hex(&h.finalize())
+        };
+        let cached = self.dir.join(&key);
+        let link = |from: &Path| -> io::Result<()> {
+            let src = std::ffi::CString::new(from.as_os_str().as_encoded_bytes())
+                .map_err(io::Error::other)?;
+            let dst = std::ffi::CString::new(name.as_encoded_bytes()).map_err(io::Error::other)?;
+            // SAFETY: plain linkat with valid C strings.
+            if unsafe { libc::linkat(libc::AT_FDCWD, src.as_ptr(), parent, dst.as_ptr(), 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        match link(&cached) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        // First use: copy into the cache, verifying the content on the way.
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.dir)?;
+        let mut input = File::from(openat_nofollow(
+            libc::AT_FDCWD,
+            source.as_os_str(),
+            libc::O_RDONLY,
+        )?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut out = tmp.as_file();
+        loop {
+            let n = io::Read::read(&mut input, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            io::Write::write_all(&mut out, &buf[..n])?;
+        }
+        if hasher.finalize().as_slice() != sha {
+            return Err(io::Error::other(format!(
+                "{} changed while the build read it; run the build again",
+                source.display()
+            )));
+        }
+        let fd = tmp.as_file().as_raw_fd();
+        // SAFETY: plain syscalls on a descriptor we own.
+        unsafe {
+            if libc::fchown(fd, meta.uid, meta.gid) < 0 || libc::fchmod(fd, meta.mode & 0o7777) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let times = [meta.mtime, meta.mtime];
+            libc::futimens(fd, times.as_ptr());
+        }
+        // Another build may have made the same entry meanwhile: theirs is equal.
+        if let Err(e) = tmp.persist_noclobber(&cached) {
+            if !cached.exists() {
+                return Err(e.error);
+            }
+        }
+        link(&cached)
+    }
 }
 
 fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
@@ -425,12 +532,27 @@ pub fn copy_context_source(
                 dirs.insert(entry.rel_path.clone(), fd);
             }
             FileKind::File => {
-                let mut f = File::from(openat_nofollow(
-                    libc::AT_FDCWD,
-                    entry.abs_path.as_os_str(),
-                    libc::O_RDONLY,
-                )?);
-                fsops::write_file(parent_fd, &name, &mut f, meta)?;
+                let cached = opts
+                    .file_cache
+                    .and_then(|c| ctx.cached_digest(&entry).map(|sha| (c, sha)));
+                match cached {
+                    Some((cache, sha)) => cache.place(
+                        &entry.abs_path,
+                        &sha,
+                        &dest.join(&entry.rel_path),
+                        parent_fd,
+                        &name,
+                        meta,
+                    )?,
+                    None => {
+                        let mut f = File::from(openat_nofollow(
+                            libc::AT_FDCWD,
+                            entry.abs_path.as_os_str(),
+                            libc::O_RDONLY,
+                        )?);
+                        fsops::write_file(parent_fd, &name, &mut f, meta)?;
+                    }
+                }
             }
             FileKind::Symlink => {
                 let target = entry.link_target.clone().unwrap_or_default();

@@ -230,7 +230,12 @@ fn set_times(dir: RawFd, name: &CString, mtime: libc::timespec) -> io::Result<()
 }
 
 /// Writes a regular file `name` in `dir` with `data`'s contents.
-pub fn write_file(dir: RawFd, name: &OsStr, data: &mut dyn io::Read, meta: Meta) -> io::Result<()> {
+pub fn write_file<R: io::Read + ?Sized>(
+    dir: RawFd,
+    name: &OsStr,
+    data: &mut R,
+    meta: Meta,
+) -> io::Result<()> {
     let c = cstr(name)?;
     if let Some(st) = fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW)? {
         if is_dir(&st) {
@@ -254,6 +259,7 @@ pub fn write_file(dir: RawFd, name: &OsStr, data: &mut dyn io::Read, meta: Meta)
         )
     })?;
     let mut f = unsafe { File::from_raw_fd(fd) };
+    // File to File: io::copy uses copy_file_range (an in-kernel copy).
     io::copy(data, &mut f)?;
     check(unsafe { libc::fchown(fd, meta.uid, meta.gid) })?;
     // After chown: chown clears setuid bits.

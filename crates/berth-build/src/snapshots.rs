@@ -115,7 +115,10 @@ pub struct BlobSink(pub BlobWriter);
 
 impl Write for BlobSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)?;
+        // Shared chunks: past a few MiB the blob's sha256 runs on the
+        // writer's helper thread while this thread tars and hashes the
+        // diff_id (compression has its own workers).
+        self.0.write_bytes(bytes::Bytes::copy_from_slice(buf))?;
         Ok(buf.len())
     }
 

@@ -25,6 +25,8 @@ type StageOutcome = Option<std::result::Result<Arc<StageState>, String>>;
 pub struct Engine {
     pub opts: BuildOptions,
     pub snapshots: Snapshots,
+    /// Context files by content, linked into COPY layers.
+    pub files: crate::copy::FileCache,
     pub cache: CacheIndex,
     pub jobs: Semaphore,
     pub hosts: Vec<u8>,
@@ -283,6 +285,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     let plan = Arc::new(crate::plan::plan(&opts)?);
     let snapshots = Snapshots::open(&opts.root)?;
     let cache = CacheIndex::open(&opts.root)?;
+    let files = crate::copy::FileCache::open(&opts.root)?;
     let empty_dir = opts.root.join("snapshots").join("empty");
     std::fs::create_dir_all(&empty_dir)?;
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
@@ -291,6 +294,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         jobs: Semaphore::new(opts.jobs.max(1)),
         opts,
         snapshots,
+        files,
         cache,
         hosts: HOSTS.as_bytes().to_vec(),
         resolv,

@@ -987,10 +987,11 @@ async fn copy_step(
             };
             let merged = scratch.base.join("merged");
             std::fs::create_dir_all(&merged)?;
-            let guard =
+            let mut mount = Some(
                 berth_sandbox::mount_overlay(lowers, &scratch.upper, &scratch.work, &merged)
-                    .map_err(|e| BuildError::Sandbox(e.to_string()))?;
-            let dst_root = fsops::open_root(&merged)?;
+                    .map_err(|e| BuildError::Sandbox(e.to_string()))?,
+            );
+            let mut dst_root = fsops::open_root(&merged)?;
             use std::os::fd::AsRawFd;
             // The destination counts as a directory if it already is one.
             let dest_path = Path::new(&dest);
@@ -1045,25 +1046,82 @@ async fn copy_step(
                         .map_err(|e| BuildError::Context(format!("{location}: {e}")))?;
                     let dest_is_dir = dest_is_dir || sources.len() > 1;
                     let skip = |_: &Path| false;
-                    let opts = CopyOptions {
+                    let mut opts = CopyOptions {
                         owner,
                         chmod,
                         skip: &skip,
                         extract_archives: c.add,
+                        file_cache: None,
                     };
-                    for s in sources {
+                    // One directory into a path the image does not have yet
+                    // (`COPY . /src`): create the path through the overlay
+                    // (copying up its parents), then fill it directly in the
+                    // upper dir with files linked from the file cache. Nothing
+                    // below it can collide with the lower layers, and a
+                    // rebuild after a small change copies only that change.
+                    let direct = c.heredocs.is_empty()
+                        && sources.len() == 1
+                        && sources[0].kind == berth_context::FileKind::Dir
+                        && fsops::lstat_in_root(dst_root.as_raw_fd(), dest_path)?.is_none();
+                    if direct {
+                        let (u, g) = match owner {
+                            Owner::Fixed(u, g) => (u, g),
+                            Owner::Preserve => (0, 0),
+                        };
+                        let made = fsops::mkdir_all(dst_root.as_raw_fd(), dest_path, u, g)?;
+                        let real =
+                            std::fs::read_link(format!("/proc/self/fd/{}", made.as_raw_fd()))?;
+                        let merged_real = std::fs::canonicalize(&merged)?;
+                        let inside = real
+                            .strip_prefix(&merged_real)
+                            .map(Path::to_path_buf)
+                            .map_err(|_| {
+                                BuildError::Step(format!(
+                                    "{location}: {dest} resolved outside the image root"
+                                ))
+                            })?;
+                        drop(made);
+                        drop(std::mem::replace(
+                            &mut dst_root,
+                            fsops::open_root(&scratch.upper)?,
+                        ));
+                        mount
+                            .take()
+                            .map(|g| g.unmount())
+                            .transpose()
+                            .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+                        opts.file_cache = Some(&eng2.files);
+                        let target = Path::new("/").join(inside);
                         crate::copy::copy_context_source(
                             &ctx,
-                            &s,
+                            &sources[0],
                             &excludes,
                             dst_root.as_raw_fd(),
-                            dest_path,
-                            dest_is_dir,
+                            &target,
+                            true,
                             &opts,
                         )
                         .map_err(|e| {
-                            BuildError::Step(format!("{location}: {}: {e}", s.path.display()))
+                            BuildError::Step(format!(
+                                "{location}: {}: {e}",
+                                sources[0].path.display()
+                            ))
                         })?;
+                    } else {
+                        for s in sources {
+                            crate::copy::copy_context_source(
+                                &ctx,
+                                &s,
+                                &excludes,
+                                dst_root.as_raw_fd(),
+                                dest_path,
+                                dest_is_dir,
+                                &opts,
+                            )
+                            .map_err(|e| {
+                                BuildError::Step(format!("{location}: {}: {e}", s.path.display()))
+                            })?;
+                        }
                     }
                 }
                 CopyFrom::Layers { layers, .. } => {
@@ -1085,6 +1143,7 @@ async fn copy_step(
                         chmod,
                         skip: &skip,
                         extract_archives: false,
+                        file_cache: None,
                     };
                     let mut all = Vec::new();
                     for pattern in &c.sources {
@@ -1118,9 +1177,10 @@ async fn copy_step(
                 }
             }
             drop(dst_root);
-            guard
-                .unmount()
-                .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+            if let Some(g) = mount {
+                g.unmount()
+                    .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+            }
             Ok(())
         },
     )

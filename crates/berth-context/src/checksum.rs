@@ -66,6 +66,19 @@ impl Context {
         Ok(self.checksum_detailed(patterns, &IgnoreMatcher::empty())?.0)
     }
 
+    /// The sha256 of a file's contents as the stat cache knows it: `None`
+    /// unless the entry is in the cache, unchanged and not racily clean. A
+    /// copy may then reuse content stored under this hash, but must still
+    /// verify what it reads (the file may change after this answer).
+    pub fn cached_digest(&self, entry: &Entry) -> Option<[u8; 32]> {
+        let cache = self.cache.as_ref()?;
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.lookup(
+            entry.context_path.as_os_str().as_encoded_bytes(),
+            &entry.stat,
+        )
+    }
+
     /// [`Context::checksum`] of a `COPY --exclude=...`: entries `excludes`
     /// leaves out are not covered.
     pub fn checksum_excluding(

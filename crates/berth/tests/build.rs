@@ -540,9 +540,9 @@ fn env_has(img: &Image, kv: &str) -> bool {
 }
 
 const STAMP_DOCKERFILE: &str = "FROM base:1\n\
-    RUN date +%s%N > /stamp-run\n\
+    RUN cat /proc/sys/kernel/random/uuid > /stamp-run\n\
     COPY input.txt /input.txt\n\
-    RUN date +%s%N > /stamp-after\n\
+    RUN cat /proc/sys/kernel/random/uuid > /stamp-after\n\
     CMD [\"cat\", \"/input.txt\"]\n";
 
 /// 2: a rebuild of the same thing is all CACHED, runs nothing and stores
@@ -562,7 +562,7 @@ fn scenario_noop_rebuild(env: &Env) {
     assert_eq!(first.digest(), second.digest());
     let img2 = env.image("library/stamp:1");
     assert_eq!(img1.manifest_digest, img2.manifest_digest);
-    // The RUN writes the time in nanoseconds: the same value proves it did
+    // The RUN writes a fresh random UUID: the same value proves it did
     // not run again (a rerun could not reproduce it).
     assert_eq!(img1.text("stamp-run"), img2.text("stamp-run"));
     assert_eq!(img1.text("stamp-after"), img2.text("stamp-after"));
@@ -682,11 +682,11 @@ fn context_change_reruns_from_the_copy_that_reads_it() {
             (
                 "Dockerfile",
                 "FROM base:1\n\
-                 RUN date +%s%N > /before\n\
+                 RUN cat /proc/sys/kernel/random/uuid > /before\n\
                  COPY a.txt /a.txt\n\
-                 RUN date +%s%N > /mid\n\
+                 RUN cat /proc/sys/kernel/random/uuid > /mid\n\
                  COPY . /ctx/\n\
-                 RUN date +%s%N > /last\n",
+                 RUN cat /proc/sys/kernel/random/uuid > /last\n",
             ),
             (".dockerignore", "ignored.txt\n"),
             ("a.txt", "a1\n"),
@@ -703,7 +703,10 @@ fn context_change_reruns_from_the_copy_that_reads_it() {
     env.write(&ctx.join("a.txt"), "a2\n");
     let b = env.build(&ctx, &["-t", "ctx:1"]);
     b.ok();
-    assert_eq!(b.step("RUN date +%s%N > /before"), Status::Cached);
+    assert_eq!(
+        b.step("RUN cat /proc/sys/kernel/random/uuid > /before"),
+        Status::Cached
+    );
     assert_eq!(b.step("COPY a.txt"), Status::Done);
     assert_eq!(b.step("/mid"), Status::Done);
     assert_eq!(b.step("COPY . /ctx/"), Status::Done);
@@ -717,7 +720,10 @@ fn context_change_reruns_from_the_copy_that_reads_it() {
     env.write(&ctx.join("b.txt"), "b2\n");
     let b = env.build(&ctx, &["-t", "ctx:1"]);
     b.ok();
-    assert_eq!(b.step("RUN date +%s%N > /before"), Status::Cached);
+    assert_eq!(
+        b.step("RUN cat /proc/sys/kernel/random/uuid > /before"),
+        Status::Cached
+    );
     assert_eq!(b.step("COPY a.txt"), Status::Cached);
     assert_eq!(b.step("/mid"), Status::Cached);
     assert_eq!(b.step("COPY . /ctx/"), Status::Done);

@@ -44,9 +44,9 @@ fn stdout(o: &Output) -> String {
 }
 
 fn stderr_of_failure(o: &Output) -> String {
-    // 1 (other), 3 (not found), 4 (auth) or 6 (unreachable): see exit.rs.
+    // 1 (other), 2 (usage), 3 (not found), 4 (auth) or 6 (unreachable): see exit.rs.
     assert!(
-        matches!(o.status.code(), Some(1 | 3 | 4 | 6)),
+        matches!(o.status.code(), Some(1..=6)),
         "expected a failure exit code, got {:?}, stdout {}",
         o.status.code(),
         String::from_utf8_lossy(&o.stdout)
