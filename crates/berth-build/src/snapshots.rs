@@ -128,14 +128,14 @@ impl Write for BlobSink {
 }
 
 /// Writes a layer produced by `produce` (which writes an uncompressed tar)
-/// into the store. Returns `None` when the tar has no entries: the step
-/// changed nothing and makes no layer.
+/// into the store's ingest, verified but staged (see
+/// [`BlobStore::publish`]).
 pub fn commit_layer(
     blobs: &BlobStore,
     compression: Compression,
     media_type: &str,
     produce: impl FnOnce(&mut dyn Write) -> std::result::Result<DiffReport, berth_layer::LayerError>,
-) -> Result<Option<LayerRef>> {
+) -> Result<(LayerRef, berth_store::StagedBlob)> {
     let writer = blobs.writer()?;
     let mut encoder = LayerEncoder::new(BlobSink(writer), compression)
         .map_err(|e| BuildError::Layer(e.to_string()))?;
@@ -151,13 +151,19 @@ pub fn commit_layer(
     // must have the same layers and history.
     let _ = report;
     let digest: Digest = writer.current_digest();
-    let size = writer
-        .commit(&digest, None)
+    // Staged, not committed: the build publishes all its layers with one
+    // filesystem sync before it tags anything.
+    let staged = writer
+        .stage(&digest)
         .map_err(|e| BuildError::Store(e.to_string()))?;
-    Ok(Some(LayerRef {
-        diff_id: encoded.diff_id,
-        digest,
-        size,
-        media_type: media_type.to_string(),
-    }))
+    let size = staged.size();
+    Ok((
+        LayerRef {
+            diff_id: encoded.diff_id,
+            digest,
+            size,
+            media_type: media_type.to_string(),
+        },
+        staged,
+    ))
 }

@@ -36,6 +36,9 @@ pub struct Engine {
     context: OnceLock<std::result::Result<Arc<berth_context::Context>, String>>,
     empty_dir: PathBuf,
     used_args: Mutex<BTreeSet<String>>,
+    /// Layers made by this build, verified but not yet published, with the
+    /// cache records to write once they are.
+    pending: Mutex<Vec<(berth_store::StagedBlob, CacheKey, crate::cache::CacheRecord)>>,
     /// Base images resolved once per name, however many stages use them.
     bases: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<BaseImage>>>>,
 }
@@ -62,6 +65,37 @@ impl Engine {
             return default;
         }
         self.plan.global_args.get(name).cloned().flatten()
+    }
+
+    /// Remembers a staged layer blob and its cache record until
+    /// [`Engine::publish`].
+    pub fn stage_pending(
+        &self,
+        blob: berth_store::StagedBlob,
+        key: CacheKey,
+        record: crate::cache::CacheRecord,
+    ) {
+        self.pending.lock().unwrap().push((blob, key, record));
+    }
+
+    /// Makes every layer of the build durable with one sync and visible in
+    /// the store, then records their cache entries.
+    fn publish(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        let mut records = Vec::with_capacity(pending.len());
+        let mut blobs = Vec::with_capacity(pending.len());
+        for (blob, key, record) in pending {
+            blobs.push(blob);
+            records.push((key, record));
+        }
+        self.opts
+            .blobs
+            .publish(blobs)
+            .map_err(|e| BuildError::Store(e.to_string()))?;
+        for (key, record) in records {
+            self.cache.put(&key, &record)?;
+        }
+        Ok(())
     }
 
     /// Unpacked snapshots of `layers`, topmost first (an empty directory
@@ -304,6 +338,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         empty_dir,
         used_args: Mutex::new(BTreeSet::new()),
         bases: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(Vec::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for &index in &plan.needed {
@@ -363,6 +398,12 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         .or(Some(st.created.clone()));
     if let Some(epoch) = eng.opts.source_date_epoch {
         config.created = Some(crate::time::rfc3339(epoch, 0));
+    }
+    {
+        let eng2 = Arc::clone(&eng);
+        tokio::task::spawn_blocking(move || eng2.publish())
+            .await
+            .map_err(|e| BuildError::Other(format!("publishing layers: {e}")))??;
     }
     let image = BuiltImage::assemble(&eng.opts.blobs, &config, &st.layers, eng.opts.media_types)?;
     Ok(BuildResult {

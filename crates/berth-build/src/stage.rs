@@ -603,17 +603,16 @@ where
             let opts = berth_layer::DiffOptions {
                 source_date_epoch: epoch,
             };
-            let layer = commit_layer(&eng2.opts.blobs, compression, media_type, |out| {
+            let (layer, staged) = commit_layer(&eng2.opts.blobs, compression, media_type, |out| {
                 berth_layer::write_diff_from_upper(&scratch.upper, &lowers, out, &opts)
             })?;
-            if let Some(l) = &layer {
-                eng2.snapshots.adopt(&scratch, &l.diff_id)?;
-            }
+            eng2.snapshots.adopt(&scratch, &layer.diff_id)?;
             let record = CacheRecord {
-                layer,
+                layer: Some(layer),
                 created: crate::time::now_or_epoch(epoch),
             };
-            eng2.cache.put(&key, &record)?;
+            // The record is written once the blob is published (end of build).
+            eng2.stage_pending(staged, key, record.clone());
             Ok(record)
         })
         .await

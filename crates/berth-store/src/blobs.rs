@@ -137,6 +137,26 @@ impl BlobStore {
         Ok(h.finish() == *digest)
     }
 
+    /// Makes staged blobs durable with one `syncfs` of the store's
+    /// filesystem (instead of an fdatasync each) and moves them into
+    /// `blobs/`. The invariant holds: nothing appears under `blobs/` before
+    /// its data is on disk.
+    pub fn publish(&self, staged: Vec<StagedBlob>) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let dir = File::open(self.tmp_dir())?;
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        for mut blob in staged {
+            self.commit_file(&blob.path, &blob.digest)?;
+            blob.published = true;
+        }
+        Ok(())
+    }
+
     fn commit_file(&self, tmp: &Path, digest: &Digest) -> io::Result<()> {
         let dest = self.path(digest);
         if dest.exists() {
@@ -209,6 +229,35 @@ impl HashState {
             *self = HashState::Background { chunks, done };
         }
         Ok(())
+    }
+}
+
+/// A blob verified against its digest, still in ingest and not yet
+/// durable (see [`BlobWriter::stage`], [`BlobStore::publish`]). Its open
+/// file keeps the scratch lock; dropped unpublished, its data is removed.
+pub struct StagedBlob {
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+    _file: File,
+    published: bool,
+}
+
+impl StagedBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -352,6 +401,35 @@ impl BlobWriter {
         Ok(self.written)
     }
 
+    /// Verifies the content like [`BlobWriter::commit`] but leaves it in
+    /// ingest, not yet durable: a builder stages every layer of a build and
+    /// publishes them together with [`BlobStore::publish`].
+    pub fn stage(mut self, expected: &Digest) -> Result<StagedBlob, StoreError> {
+        let actual = match expected.algorithm() {
+            Algorithm::Sha256 => self.hasher.settle().clone().finish(),
+            alg => {
+                let mut h = alg.hasher();
+                let mut f = File::open(&self.path)?;
+                hash_reader(&mut f, &mut h)?;
+                h.finish()
+            }
+        };
+        if actual != *expected {
+            let _ = fs::remove_file(&self.path);
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(StagedBlob {
+            path: self.path,
+            digest: actual,
+            size: self.written,
+            _file: self.file,
+            published: false,
+        })
+    }
+
     /// Drops the partial data.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.path);
@@ -371,6 +449,37 @@ impl BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_blobs_appear_only_when_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let stage = |data: &[u8]| {
+            let mut w = store.writer().unwrap();
+            w.write(data).unwrap();
+            w.stage(&Digest::sha256_of(data)).unwrap()
+        };
+        let a = stage(b"layer a");
+        let b = stage(b"layer b");
+        assert_eq!(a.size(), 7);
+        assert_eq!(
+            store.size(a.digest()).unwrap(),
+            None,
+            "not visible while staged"
+        );
+        let (da, db) = (a.digest().clone(), b.digest().clone());
+        // A staged blob dropped without publishing leaves nothing behind.
+        drop(stage(b"abandoned"));
+        store.publish(vec![a, b]).unwrap();
+        assert_eq!(store.read(&da).unwrap(), b"layer a");
+        assert_eq!(store.read(&db).unwrap(), b"layer b");
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        // A wrong digest is refused and its data removed.
+        let mut w = store.writer().unwrap();
+        w.write(b"x").unwrap();
+        assert!(w.stage(&da).is_err());
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
 
     #[test]
     fn commit_verifies_and_deduplicates() {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use berth_oci::Digest;
 use nix::fcntl::{Flock, FlockArg};
 
-pub use blobs::{BlobStore, BlobWriter};
+pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use fsck::FsckReport;
 pub use gc::{GcOptions, GcReport};
 pub use meta::Meta;
