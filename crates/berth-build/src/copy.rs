@@ -199,6 +199,44 @@ fn meta_of(st: &libc::stat, opts: &CopyOptions<'_>) -> Meta {
 
 const S_IFMT: u32 = libc::S_IFMT;
 
+/// Where a file source lands: `dest/<name>` when the destination is a
+/// directory, else `dest` itself; a destination that already is a
+/// directory receives the file inside. Creates the parent directories
+/// (owned `uid:gid`) and returns the directory fd and the file name.
+fn file_target(
+    dst_root: RawFd,
+    dest: &Path,
+    dest_is_dir: bool,
+    name: std::ffi::OsString,
+    uid: u32,
+    gid: u32,
+) -> io::Result<(OwnedFd, std::ffi::OsString)> {
+    let (dir, file_name) = if dest_is_dir {
+        (dest.to_path_buf(), name.clone())
+    } else {
+        let parent = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let n = dest.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid destination {}", dest.display()),
+            )
+        })?;
+        (parent, n)
+    };
+    let target_dir = fsops::mkdir_all(dst_root, &dir, uid, gid)?;
+    match fsops::lstat_in_root(dst_root, &dir.join(&file_name))? {
+        Some(t) if t.st_mode & S_IFMT == libc::S_IFDIR && !dest_is_dir => {
+            let inner = fsops::open_in_root(
+                dst_root,
+                &dir.join(&file_name),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            )?;
+            Ok((inner, name))
+        }
+        _ => Ok((target_dir, file_name)),
+    }
+}
+
 /// Copies one resolved source (`src_rel` inside the root `src_root`) to
 /// `dest` inside the root `dst_root`. `dest_is_dir` is decided by the
 /// caller from the instruction (trailing `/`, several sources, existing
@@ -233,32 +271,8 @@ pub fn copy_source(
                 .file_name()
                 .map(|n| n.to_os_string())
                 .unwrap_or_else(|| "file".into());
-            let (dir, file_name) = if dest_is_dir {
-                (dest.to_path_buf(), name.clone())
-            } else {
-                let parent = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let n = dest.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("invalid destination {}", dest.display()),
-                    )
-                })?;
-                (parent, n)
-            };
-            // A destination that exists as a directory receives the file inside.
-            let target_dir = fsops::mkdir_all(dst_root, &dir, owner_uid, owner_gid)?;
             let (target_dir, file_name) =
-                match fsops::lstat_in_root(dst_root, &dir.join(&file_name))? {
-                    Some(t) if t.st_mode & S_IFMT == libc::S_IFDIR && !dest_is_dir => {
-                        let inner = fsops::open_in_root(
-                            dst_root,
-                            &dir.join(&file_name),
-                            libc::O_DIRECTORY | libc::O_RDONLY,
-                        )?;
-                        (inner, name)
-                    }
-                    _ => (target_dir, file_name),
-                };
+                file_target(dst_root, dest, dest_is_dir, name, owner_uid, owner_gid)?;
             let mut f = File::from(src);
             fsops::write_file(
                 target_dir.as_raw_fd(),
@@ -457,18 +471,6 @@ pub fn copy_context_source(
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_else(|| "file".into());
-        let (dir, file_name) = if dest_is_dir {
-            (dest.to_path_buf(), name.clone())
-        } else {
-            let parent = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let n = dest.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("invalid destination {}", dest.display()),
-                )
-            })?;
-            (parent, n)
-        };
         let abs = ctx.root().join(&source.resolved);
         let mut f = File::from(openat_nofollow(
             libc::AT_FDCWD,
@@ -476,22 +478,8 @@ pub fn copy_context_source(
             libc::O_RDONLY,
         )?);
         let mode = stat_fd(f.as_raw_fd())?.st_mode & 0o7777;
-        let dfd = fsops::mkdir_all(dst_root, &dir, owner_uid, owner_gid)?;
-        // An existing directory at the destination receives the file inside.
-        let existing = fsops::lstat_in_root(dst_root, &dir.join(&file_name))?;
-        if existing.is_some_and(|s| s.st_mode & S_IFMT == libc::S_IFDIR) && !dest_is_dir {
-            let inner = fsops::open_in_root(
-                dst_root,
-                &dir.join(&file_name),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            )?;
-            return fsops::write_file(
-                inner.as_raw_fd(),
-                &name,
-                &mut f,
-                with_mtime(fix(mode), &abs),
-            );
-        }
+        let (dfd, file_name) =
+            file_target(dst_root, dest, dest_is_dir, name, owner_uid, owner_gid)?;
         return fsops::write_file(
             dfd.as_raw_fd(),
             &file_name,

@@ -79,11 +79,7 @@ pub async fn resolve_base(
     if found.is_none() {
         let opts = Options {
             all: false,
-            platform: berth_copy::Platform {
-                os: platform.os.clone(),
-                architecture: platform.architecture.clone(),
-                variant: platform.variant.clone(),
-            },
+            platform: platform.clone(),
             jobs: 4,
             insecure,
             root: root.to_path_buf(),

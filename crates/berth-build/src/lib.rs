@@ -38,59 +38,26 @@ pub use image::{BuiltImage, LocalRepos, MediaTypes};
 pub use progress::{Event, Progress};
 pub use solver::{build, BuildResult};
 
-/// `os/arch[/variant]` of the image being built.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
+/// `os/arch[/variant]` of the image being built (berth-copy's, so base
+/// image pulls and outputs share it).
+pub use berth_copy::Platform;
 
-impl Platform {
-    /// The machine berth runs on, in OCI's names.
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: (architecture == "arm").then(|| "v7".to_string()),
-        }
-    }
-
-    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: parts
-                    .get(2)
-                    .map(|v| v.to_string())
-                    .filter(|v| !v.is_empty()),
-            }),
-            _ => Err(format!(
-                "platform {s:?} is not OS/ARCH[/VARIANT] (e.g. linux/amd64)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+/// The machine berth runs on, in OCI's names.
+pub fn host_platform() -> Platform {
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    Platform {
+        os: "linux".into(),
+        architecture: architecture.into(),
+        variant: (architecture == "arm").then(|| "v7".to_string()),
     }
 }
 

@@ -95,7 +95,7 @@ pub fn is_builtin_arg(name: &str) -> bool {
 
 fn platform_args(opts: &BuildOptions) -> Vec<(String, String)> {
     let t = &opts.platform;
-    let b = crate::Platform::host();
+    let b = crate::host_platform();
     vec![
         ("TARGETPLATFORM".into(), t.to_string()),
         ("TARGETOS".into(), t.os.clone()),

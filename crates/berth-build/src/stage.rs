@@ -633,16 +633,9 @@ async fn workdir_step(
         "parent": st.key, "op": "mkdir", "path": wd, "user": user,
     }));
     let created_by = format!("WORKDIR {wd}");
-    let id = eng
-        .opts
-        .progress
-        .start(format!("{} {}", step.label, step.text));
-    let started = Instant::now();
-    if let Some(rec) = cached(eng, &key) {
-        eng.opts.progress.emit(Event::Cached { id });
-        adopt_result(st, key, &rec, created_by, eng.opts.source_date_epoch);
+    let Some((id, started)) = begin_step(eng, st, &key, &created_by, step) else {
         return Ok(());
-    }
+    };
     let wd2 = wd.to_string();
     let user2 = user.clone();
     let location = step.location.clone();
@@ -678,6 +671,36 @@ async fn workdir_step(
     )
     .await;
     finish(eng, id, started, result)
+}
+
+/// Announces a filesystem step and answers it from the cache when its key
+/// is there (the stage adopts the recorded layer): `None` then. Otherwise
+/// the progress id and start time for [`finish`].
+fn begin_step(
+    eng: &Engine,
+    st: &mut StageState,
+    key: &CacheKey,
+    created_by: &str,
+    step: &StepInfo,
+) -> Option<(usize, Instant)> {
+    let id = eng
+        .opts
+        .progress
+        .start(format!("{} {}", step.label, step.text));
+    match cached(eng, key) {
+        Some(rec) => {
+            eng.opts.progress.emit(Event::Cached { id });
+            adopt_result(
+                st,
+                key.clone(),
+                &rec,
+                created_by.to_string(),
+                eng.opts.source_date_epoch,
+            );
+            None
+        }
+        None => Some((id, Instant::now())),
+    }
 }
 
 fn finish(eng: &Engine, id: usize, started: Instant, result: Result<()>) -> Result<()> {
@@ -759,16 +782,9 @@ async fn run_step(
         // BuildKit joins exec-form arguments with spaces, unquoted.
         CommandLine::Exec(v) => format!("RUN {}{} # buildkit", st.args_prefix(), v.join(" ")),
     };
-    let id = eng
-        .opts
-        .progress
-        .start(format!("{} {}", step.label, step.text));
-    let started = Instant::now();
-    if let Some(rec) = cached(eng, &key) {
-        eng.opts.progress.emit(Event::Cached { id });
-        adopt_result(st, key, &rec, created_by, eng.opts.source_date_epoch);
+    let Some((id, started)) = begin_step(eng, st, &key, &created_by, step) else {
         return Ok(());
-    }
+    };
     let progress = eng.opts.progress.clone();
     let helper = eng.opts.helper_exe.clone();
     let hosts = eng.hosts.clone();
@@ -954,16 +970,9 @@ async fn copy_step(
     let mut shown = c.sources.clone();
     shown.extend(c.heredocs.iter().map(|h| format!("<<{}", h.name)));
     let created_by = format!("{what} {} {} # buildkit", shown.join(" "), c.dest);
-    let id = eng
-        .opts
-        .progress
-        .start(format!("{} {}", step.label, step.text));
-    let started = Instant::now();
-    if let Some(rec) = cached(eng, &key) {
-        eng.opts.progress.emit(Event::Cached { id });
-        adopt_result(st, key, &rec, created_by, eng.opts.source_date_epoch);
+    let Some((id, started)) = begin_step(eng, st, &key, &created_by, step) else {
         return Ok(());
-    }
+    };
     let eng2 = Arc::clone(eng);
     let location = step.location.clone();
     let result = fs_step(

@@ -244,7 +244,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     let _ = stdin_used;
     let platform = match &args.platform {
         Some(p) => Platform::parse(p).map_err(|e| anyhow!(e))?,
-        None => Platform::host(),
+        None => berth_build::host_platform(),
     };
     let mut outputs: Vec<Output> = args
         .outputs
@@ -354,11 +354,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     let config_digest = result.image.config_digest.clone();
     let copy_opts = Options {
         all: false,
-        platform: berth_copy::Platform {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            variant: platform.variant.clone(),
-        },
+        platform: platform.clone(),
         jobs: 4,
         insecure: args.insecure,
         root: root.clone(),
