@@ -68,18 +68,37 @@ impl Snapshots {
         Ok(Scratch { base, upper, work })
     }
 
-    /// Keeps a step's upper directory as the snapshot of the layer it made.
-    pub fn adopt(&self, scratch: &Scratch, diff_id: &str) -> io::Result<PathBuf> {
-        let dest = self.path(diff_id);
-        if !dest.exists() {
-            if let Err(e) = fs::rename(&scratch.upper, &dest) {
-                // Someone else adopted the same layer first: theirs is equal.
-                if !dest.exists() {
-                    return Err(e);
-                }
-            }
-        }
+    /// Keeps a step's upper directory as a snapshot named by the step's
+    /// cache key (and this run of it: `--no-cache` reruns must not reuse an
+    /// older result), before its layer and diff_id exist: later steps can
+    /// mount it while the layer is made in the background.
+    pub fn adopt_key(&self, scratch: &Scratch, key: &str) -> io::Result<PathBuf> {
+        let run = scratch
+            .base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = self
+            .dir
+            .join(format!("k-{}-{run}", &key[..16.min(key.len())]));
+        fs::rename(&scratch.upper, &dest)?;
         Ok(dest)
+    }
+
+    /// Names a key-named snapshot by its layer's diff_id too (a relative
+    /// symlink), so later builds find it without unpacking the blob.
+    pub fn name_by_diff_id(&self, diff_id: &str, snapshot: &Path) -> io::Result<()> {
+        let link = self.path(diff_id);
+        if link.exists() {
+            return Ok(());
+        }
+        let target = snapshot
+            .file_name()
+            .ok_or_else(|| io::Error::other("snapshot has no name"))?;
+        match std::os::unix::fs::symlink(target, &link) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The snapshot of `layer`, unpacking its blob first if needed.

@@ -19,6 +19,12 @@ use crate::snapshots::Snapshots;
 use crate::stage::{CopyFrom, StageState, StepInfo};
 use crate::{BuildError, BuildOptions, Result};
 
+/// The background task making one layer.
+type LayerTask = tokio::task::JoinHandle<Result<LayerRef>>;
+
+/// diff_id prefix of a layer still being made in the background.
+const PENDING: &str = "pending:";
+
 type StageOutcome = Option<std::result::Result<Arc<StageState>, String>>;
 
 /// State shared by the stages of one build.
@@ -29,6 +35,10 @@ pub struct Engine {
     pub files: crate::copy::FileCache,
     pub cache: CacheIndex,
     pub jobs: Semaphore,
+    /// Slots for making layers in the background: separate from `jobs`, so
+    /// a step on the critical path never waits behind an earlier step's
+    /// compression.
+    layer_jobs: Semaphore,
     pub hosts: Vec<u8>,
     pub resolv: Vec<u8>,
     plan: Arc<Plan>,
@@ -36,6 +46,9 @@ pub struct Engine {
     context: OnceLock<std::result::Result<Arc<berth_context::Context>, String>>,
     empty_dir: PathBuf,
     used_args: Mutex<BTreeSet<String>>,
+    /// Layers being made in the background: provisional diff_id ->
+    /// (the step's snapshot, the task making the layer).
+    in_flight: Mutex<BTreeMap<String, (PathBuf, LayerTask)>>,
     /// Layers made by this build, verified but not yet published, with the
     /// cache records to write once they are.
     pending: Mutex<Vec<(berth_store::StagedBlob, CacheKey, crate::cache::CacheRecord)>>,
@@ -65,6 +78,78 @@ impl Engine {
             return default;
         }
         self.plan.global_args.get(name).cloned().flatten()
+    }
+
+    /// Makes the layer of a finished step from its snapshot, in the
+    /// background (at most `--jobs` at once), and returns the provisional
+    /// layer the stage carries until [`Engine::finish_layers`] swaps in the
+    /// real one. The cache record is staged with the blob.
+    pub fn layer_in_background(
+        self: &Arc<Self>,
+        key: CacheKey,
+        snapshot: PathBuf,
+        lowers: Vec<PathBuf>,
+        created: String,
+        media_type: &'static str,
+        compression: berth_layer::Compression,
+    ) -> LayerRef {
+        let provisional = LayerRef {
+            diff_id: format!("{PENDING}{}", key.0),
+            digest: format!("sha256:{}", key.0)
+                .parse()
+                .expect("a cache key is 64 hex digits"),
+            size: 0,
+            media_type: media_type.to_string(),
+        };
+        let eng = Arc::clone(self);
+        let snap = snapshot.clone();
+        let task = tokio::spawn(async move {
+            let _slot = eng
+                .layer_jobs
+                .acquire()
+                .await
+                .map_err(|e| BuildError::Other(e.to_string()))?;
+            let eng2 = Arc::clone(&eng);
+            tokio::task::spawn_blocking(move || -> Result<LayerRef> {
+                let opts = berth_layer::DiffOptions {
+                    source_date_epoch: eng2.opts.source_date_epoch,
+                };
+                let (layer, staged) = crate::snapshots::commit_layer(
+                    &eng2.opts.blobs,
+                    compression,
+                    media_type,
+                    |out| berth_layer::write_diff_from_upper(&snap, &lowers, out, &opts),
+                )?;
+                eng2.snapshots.name_by_diff_id(&layer.diff_id, &snap)?;
+                let record = crate::cache::CacheRecord {
+                    layer: Some(layer.clone()),
+                    created,
+                };
+                eng2.stage_pending(staged, key, record);
+                Ok(layer)
+            })
+            .await
+            .map_err(|e| BuildError::Other(format!("layer task failed: {e}")))?
+        });
+        self.in_flight
+            .lock()
+            .unwrap()
+            .insert(provisional.diff_id.clone(), (snapshot, task));
+        provisional
+    }
+
+    /// Waits for every background layer and returns the real layers by
+    /// provisional diff_id.
+    async fn finish_layers(&self) -> Result<BTreeMap<String, LayerRef>> {
+        let tasks = std::mem::take(&mut *self.in_flight.lock().unwrap());
+        let mut done = BTreeMap::new();
+        for (pending, (_, task)) in tasks {
+            let layer = task
+                .await
+                .map_err(|e| BuildError::Other(format!("layer task failed: {e}")))??;
+            done.insert(pending, layer);
+        }
+        Ok(done)
     }
 
     /// Remembers a staged layer blob and its cache record until
@@ -106,7 +191,18 @@ impl Engine {
         }
         let mut out = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
-            let dir = self.snapshots.ensure(&self.opts.blobs, l)?;
+            let dir = if l.diff_id.starts_with(PENDING) {
+                let in_flight = self.in_flight.lock().unwrap();
+                let (snap, _) = in_flight.get(&l.diff_id).ok_or_else(|| {
+                    BuildError::Other(format!("layer {} is not known to this build", l.diff_id))
+                })?;
+                snap.clone()
+            } else {
+                self.snapshots.ensure(&self.opts.blobs, l)?
+            };
+            // Compare real directories (a diff_id name is a link to a
+            // key-named snapshot).
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
             // The same layer twice (two steps with identical changes, or
             // two empty ones) would be one directory twice, which overlayfs
             // refuses (ELOOP). The topmost copy alone gives the same tree:
@@ -326,6 +422,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     let results = plan.stages.iter().map(|_| watch::channel(None).0).collect();
     let eng = Arc::new(Engine {
         jobs: Semaphore::new(opts.jobs.max(1)),
+        layer_jobs: Semaphore::new(opts.jobs.max(1)),
         opts,
         snapshots,
         files,
@@ -339,6 +436,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         used_args: Mutex::new(BTreeSet::new()),
         bases: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(Vec::new()),
+        in_flight: Mutex::new(BTreeMap::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for &index in &plan.needed {
@@ -399,16 +497,21 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     if let Some(epoch) = eng.opts.source_date_epoch {
         config.created = Some(crate::time::rfc3339(epoch, 0));
     }
+    // Background layers: wait, then swap the real ones in.
+    let made = eng.finish_layers().await?;
+    let resolve = |l: &LayerRef| made.get(&l.diff_id).cloned().unwrap_or_else(|| l.clone());
+    let layers: Vec<LayerRef> = st.layers.iter().map(resolve).collect();
+    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     {
         let eng2 = Arc::clone(&eng);
         tokio::task::spawn_blocking(move || eng2.publish())
             .await
             .map_err(|e| BuildError::Other(format!("publishing layers: {e}")))??;
     }
-    let image = BuiltImage::assemble(&eng.opts.blobs, &config, &st.layers, eng.opts.media_types)?;
+    let image = BuiltImage::assemble(&eng.opts.blobs, &config, &layers, eng.opts.media_types)?;
     Ok(BuildResult {
         image,
         config,
-        layers: st.layers.clone(),
+        layers,
     })
 }

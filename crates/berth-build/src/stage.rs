@@ -18,7 +18,6 @@ use crate::copy::{copy_source, CopyOptions};
 use crate::fsops::{self, Owner};
 use crate::ops::{CommandLine, CopyOp, HealthcheckOp, Op, RunOp};
 use crate::progress::Event;
-use crate::snapshots::commit_layer;
 use crate::solver::Engine;
 use crate::{BuildError, LayerCompression, NetworkMode, Result};
 
@@ -594,29 +593,34 @@ where
         .await
         .map_err(join)??
     };
-    let record = {
-        let _permit = slot().await?;
+    // The upper dir becomes the step's snapshot now; the layer (tar, diff_id,
+    // compression, blob) is made in the background while the next steps
+    // run on the snapshot. The stage carries a provisional layer until the
+    // build resolves it (Engine::finish_layers).
+    let snapshot = {
         let eng2 = Arc::clone(eng);
-        let key = key.clone();
-        tokio::task::spawn_blocking(move || -> Result<CacheRecord> {
-            let (media_type, compression) = layer_media_type(eng2.opts.compression);
-            let opts = berth_layer::DiffOptions {
-                source_date_epoch: epoch,
-            };
-            let (layer, staged) = commit_layer(&eng2.opts.blobs, compression, media_type, |out| {
-                berth_layer::write_diff_from_upper(&scratch.upper, &lowers, out, &opts)
-            })?;
-            eng2.snapshots.adopt(&scratch, &layer.diff_id)?;
-            let record = CacheRecord {
-                layer: Some(layer),
-                created: crate::time::now_or_epoch(epoch),
-            };
-            // The record is written once the blob is published (end of build).
-            eng2.stage_pending(staged, key, record.clone());
-            Ok(record)
+        let k = key.0.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let snap = eng2.snapshots.adopt_key(&scratch, &k)?;
+            drop(scratch);
+            Ok(snap)
         })
         .await
         .map_err(join)??
+    };
+    let created = crate::time::now_or_epoch(epoch);
+    let (media_type, compression) = layer_media_type(eng.opts.compression);
+    let provisional = eng.layer_in_background(
+        key.clone(),
+        snapshot,
+        lowers,
+        created.clone(),
+        media_type,
+        compression,
+    );
+    let record = CacheRecord {
+        layer: Some(provisional),
+        created,
     };
     adopt_result(st, key, &record, created_by, epoch);
     Ok(())

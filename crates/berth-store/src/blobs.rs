@@ -137,19 +137,9 @@ impl BlobStore {
         Ok(h.finish() == *digest)
     }
 
-    /// Makes staged blobs durable with one `syncfs` of the store's
-    /// filesystem (instead of an fdatasync each) and moves them into
-    /// `blobs/`. The invariant holds: nothing appears under `blobs/` before
-    /// its data is on disk.
+    /// Moves staged (verified, durable) blobs into `blobs/`, where they
+    /// become visible.
     pub fn publish(&self, staged: Vec<StagedBlob>) -> Result<(), StoreError> {
-        if staged.is_empty() {
-            return Ok(());
-        }
-        let dir = File::open(self.tmp_dir())?;
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
         for mut blob in staged {
             self.commit_file(&blob.path, &blob.digest)?;
             blob.published = true;
@@ -232,8 +222,8 @@ impl HashState {
     }
 }
 
-/// A blob verified against its digest, still in ingest and not yet
-/// durable (see [`BlobWriter::stage`], [`BlobStore::publish`]). Its open
+/// A blob verified against its digest and durable, still in ingest and not
+/// yet visible (see [`BlobWriter::stage`], [`BlobStore::publish`]). Its open
 /// file keeps the scratch lock; dropped unpublished, its data is removed.
 pub struct StagedBlob {
     path: PathBuf,
@@ -401,9 +391,10 @@ impl BlobWriter {
         Ok(self.written)
     }
 
-    /// Verifies the content like [`BlobWriter::commit`] but leaves it in
-    /// ingest, not yet durable: a builder stages every layer of a build and
-    /// publishes them together with [`BlobStore::publish`].
+    /// Verifies the content and makes it durable like [`BlobWriter::commit`]
+    /// but leaves it in ingest, invisible: a builder stages every layer of a
+    /// build as it is made and publishes them together with
+    /// [`BlobStore::publish`] once the build succeeded.
     pub fn stage(mut self, expected: &Digest) -> Result<StagedBlob, StoreError> {
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => self.hasher.settle().clone().finish(),
@@ -421,6 +412,7 @@ impl BlobWriter {
                 actual,
             });
         }
+        self.file.sync_data()?;
         Ok(StagedBlob {
             path: self.path,
             digest: actual,
