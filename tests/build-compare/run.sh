@@ -18,6 +18,8 @@
 #                (e.g. an ONBUILD parent)
 #   expect-fail  the build must fail in both; berth's error must match the
 #                ERE this file holds (e.g. naming Dockerfile:LINE)
+#   empty-dirs   directories (relative to the entry) to create before the
+#                build: git keeps no empty directory
 #   pending      berth does not support this yet: the entry is skipped
 #                (reason in the file and in corpus/PENDING.md) unless
 #                BUILD_COMPARE_PENDING=1
@@ -94,6 +96,9 @@ run_entry() {
     if [ -f "$dir/pending" ] && [ -z "${BUILD_COMPARE_PENDING:-}" ]; then
         skip "$name" "pending: $(head -n1 "$dir/pending")"
         return
+    fi
+    if [ -f "$dir/empty-dirs" ]; then
+        while IFS= read -r d; do [ -n "$d" ] && mkdir -p "$dir/$d"; done <"$dir/empty-dirs"
     fi
     read_args "$dir/args"
     if [ -f "$dir/pre/Dockerfile" ]; then
