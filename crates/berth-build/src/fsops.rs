@@ -44,49 +44,11 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
-/// Opens `path` (relative to, and confined in, the root `root`).
+/// Opens `path` (relative to, and confined in, the root `root`): berth-layer's
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
 pub fn open_in_root(root: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let rel = relative(path);
-    let c = cstr(if rel.as_os_str().is_empty() {
-        OsStr::new(".")
-    } else {
-        rel.as_os_str()
-    })?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    loop {
-        // SAFETY: a plain syscall with valid pointers for its duration.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root,
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel just gave us this descriptor.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+    berth_layer::openat2_in_root(root, rel.as_os_str().as_bytes(), flags)
 }
 
 /// `path` without its root and with `.` dropped (`..` is kept: the kernel

@@ -21,4 +21,5 @@ mod unpack;
 pub use diff::{write_diff_dirs, write_diff_from_upper, write_tree, DiffOptions, DiffReport};
 pub use encode::{decompress, Compression, EncodedLayer, LayerEncoder};
 pub use error::LayerError;
+pub use sys::openat2_in_root;
 pub use unpack::{unpack, UnpackOptions, UnpackReport, Whiteouts};

@@ -51,7 +51,7 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 
 /// Resolve `rel` below `root` as if `root` were `/` (symlinks, `..` and
 /// absolute link targets all stay inside), refusing /proc-style magic links.
-pub(crate) fn openat2_in_root(root: RawFd, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+pub fn openat2_in_root(root: RawFd, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = cstr(if rel.is_empty() { b"." } else { rel })?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
