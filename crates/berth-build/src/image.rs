@@ -12,7 +12,7 @@ use berth_oci::{
 use berth_store::BlobStore;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::BoxStream;
 use serde_json::json;
 
 use crate::cache::LayerRef;
@@ -276,21 +276,6 @@ impl BuiltImage {
     }
 }
 
-fn blob_stream(file: std::fs::File) -> BoxStream<'static, berth_copy::Result<Bytes>> {
-    let file = tokio::fs::File::from_std(file);
-    stream::try_unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), f)))
-    })
-    .boxed()
-}
-
 impl Endpoint for BuiltImage {
     fn get_manifest<'a>(
         &'a self,
@@ -310,7 +295,11 @@ impl Endpoint for BuiltImage {
         &'a self,
         digest: &'a Digest,
     ) -> BoxFuture<'a, berth_copy::Result<BoxStream<'static, berth_copy::Result<Bytes>>>> {
-        Box::pin(async move { Ok(blob_stream(self.blobs.open_blob(digest)?)) })
+        Box::pin(async move {
+            Ok(berth_copy::endpoint::file_stream(
+                self.blobs.open_blob(digest)?,
+            ))
+        })
     }
 
     fn write_blob<'a>(

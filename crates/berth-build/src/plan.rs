@@ -279,51 +279,9 @@ fn references(
     }
 }
 
-/// Go's `filepath.Match` for one path component.
+/// Go's `filepath.Match` for one path component (berth-context's port).
 pub fn component_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(&c) = n.first() else { return false };
-                let mut i = 1;
-                let negate = matches!(p.get(1), Some('^') | Some('!'));
-                if negate {
-                    i += 1;
-                }
-                let mut matched = false;
-                let mut first = true;
-                while i < p.len() && (p[i] != ']' || first) {
-                    first = false;
-                    let mut lo = p[i];
-                    if lo == '\\' && i + 1 < p.len() {
-                        i += 1;
-                        lo = p[i];
-                    }
-                    let mut hi = lo;
-                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                        hi = p[i + 2];
-                        i += 2;
-                    }
-                    if lo <= c && c <= hi {
-                        matched = true;
-                    }
-                    i += 1;
-                }
-                if i >= p.len() {
-                    return false; // unterminated class: no match (Go: ErrBadPattern)
-                }
-                matched != negate && go(&p[i + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    berth_context::glob_match(pattern, name)
 }
 
 /// Paths matching `pattern` (wildcards per component) inside a root,

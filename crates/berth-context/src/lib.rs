@@ -50,6 +50,12 @@ use std::path::{Path, PathBuf};
 pub use checksum::{ChecksumStats, ContentDigest};
 pub use context::{Context, Entry, FileKind, Source, Walk};
 pub use ignore::IgnoreMatcher;
+
+/// Go's `filepath.Match` of one path component, as COPY sources and
+/// `.dockerignore` use it; a malformed pattern matches nothing.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    gomatch::match_path(pattern.as_bytes(), name.as_bytes()).unwrap_or(false)
+}
 pub use statcache::StatCache;
 
 /// Everything that can go wrong with a build context.

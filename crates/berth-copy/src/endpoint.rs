@@ -92,7 +92,7 @@ fn media_type_of(bytes: &[u8], hint: Option<&str>) -> Result<String> {
 }
 
 /// Reads a file as a stream of 1 MiB chunks.
-pub(crate) fn file_stream(file: std::fs::File) -> ByteStream {
+pub fn file_stream(file: std::fs::File) -> ByteStream {
     let file = tokio::fs::File::from_std(file);
     stream::try_unfold(file, |mut f| async move {
         let mut buf = vec![0u8; 1 << 20];
