@@ -23,6 +23,75 @@ use crate::{BuildError, Result};
 pub struct Snapshots {
     dir: PathBuf,
     tmp: PathBuf,
+    /// Chosen when the first step needs it (a no-op rebuild never mounts).
+    snapshotter: std::sync::Arc<std::sync::OnceLock<Snapshotter>>,
+}
+
+/// How a step sees the layers below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// An overlayfs mount of the lower snapshots; the step writes the upper
+    /// directory directly.
+    Overlay,
+    /// The copy-based fallback (BuildKit's "native"): the lowers are copied
+    /// into a plain directory, and what the step changed is moved into the
+    /// upper directory afterwards ([`berth_layer::upper_from_tree`]).
+    Native,
+}
+
+impl Snapshotter {
+    /// `BERTH_SNAPSHOTTER=overlay|native|auto`; `None` for auto (the
+    /// default).
+    fn from_env() -> io::Result<Option<Snapshotter>> {
+        match std::env::var("BERTH_SNAPSHOTTER").as_deref() {
+            Ok("overlay") => Ok(Some(Snapshotter::Overlay)),
+            Ok("native") => Ok(Some(Snapshotter::Native)),
+            Ok("auto") | Ok("") | Err(_) => Ok(None),
+            Ok(other) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("BERTH_SNAPSHOTTER={other:?}: use overlay, native or auto"),
+            )),
+        }
+    }
+
+    /// Overlay when a test mount works here.
+    fn probe(tmp: &Path) -> Snapshotter {
+        if overlay_works(tmp) {
+            Snapshotter::Overlay
+        } else {
+            tracing::info!("overlayfs cannot be mounted here: using copy-based snapshots");
+            Snapshotter::Native
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshotter::Overlay => "overlay",
+            Snapshotter::Native => "native",
+        }
+    }
+}
+
+/// Mounts a one-lower overlay (with `userxattr`, as every step's) in a
+/// scratch directory and unmounts it.
+fn overlay_works(tmp: &Path) -> bool {
+    let Ok(probe) = tempfile::Builder::new().prefix("probe-").tempdir_in(tmp) else {
+        return false;
+    };
+    let dirs: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+        .iter()
+        .map(|d| probe.path().join(d))
+        .collect();
+    if dirs.iter().any(|d| fs::create_dir(d).is_err()) {
+        return false;
+    }
+    match berth_sandbox::mount_overlay(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]) {
+        Ok(guard) => guard.unmount().is_ok(),
+        Err(e) => {
+            tracing::debug!("overlay probe: {e}");
+            false
+        }
+    }
 }
 
 /// A fresh upper + work directory pair for one step.
@@ -31,6 +100,92 @@ pub struct Scratch {
     pub base: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
+    snapshotter: Snapshotter,
+    /// Native: the tree the lowers were copied into, and when the copy
+    /// was done (what changed after is the step's).
+    materialized: std::sync::Mutex<Option<(PathBuf, berth_layer::ChangeClock)>>,
+}
+
+/// The merged view of a step's layers: an overlay mount, or (native) a
+/// copied tree that needs no unmounting.
+pub enum RootView {
+    Mounted(berth_sandbox::MountGuard),
+    Copied,
+}
+
+impl RootView {
+    pub fn unmount(self) -> Result<()> {
+        match self {
+            RootView::Mounted(g) => g.unmount().map_err(|e| BuildError::Sandbox(e.to_string())),
+            RootView::Copied => Ok(()),
+        }
+    }
+}
+
+impl Scratch {
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshotter
+    }
+
+    /// Shows `lowers` with this scratch's upper directory on top at
+    /// `target` (an empty directory): an overlay mount, or a copy.
+    pub fn mount(&self, lowers: &[PathBuf], target: &Path) -> Result<RootView> {
+        match self.snapshotter {
+            Snapshotter::Overlay => {
+                berth_sandbox::mount_overlay(lowers, &self.upper, &self.work, target)
+                    .map(RootView::Mounted)
+                    .map_err(|e| BuildError::Sandbox(e.to_string()))
+            }
+            Snapshotter::Native => {
+                self.materialize(lowers, target)?;
+                Ok(RootView::Copied)
+            }
+        }
+    }
+
+    /// The root filesystem for a sandboxed process on `lowers`.
+    pub fn rootfs(&self, lowers: &[PathBuf]) -> Result<berth_sandbox::Rootfs> {
+        match self.snapshotter {
+            Snapshotter::Overlay => Ok(berth_sandbox::Rootfs::Overlay {
+                lowers: lowers.to_vec(),
+                upper: self.upper.clone(),
+                work: self.work.clone(),
+            }),
+            Snapshotter::Native => {
+                let tree = self.base.join("rootfs");
+                fs::create_dir(&tree)?;
+                self.materialize(lowers, &tree)?;
+                Ok(berth_sandbox::Rootfs::Dir(tree))
+            }
+        }
+    }
+
+    fn materialize(&self, lowers: &[PathBuf], target: &Path) -> Result<()> {
+        let mut slot = self.materialized.lock().unwrap();
+        if slot.is_some() {
+            return Err(BuildError::Other(
+                "a step's layers were materialized twice".into(),
+            ));
+        }
+        berth_layer::materialize(lowers, target)
+            .map_err(|e| BuildError::Layer(format!("copying the layers below the step: {e}")))?;
+        let clock = berth_layer::ChangeClock::tick(&self.base)
+            .map_err(|e| BuildError::Layer(e.to_string()))?;
+        *slot = Some((target.to_path_buf(), clock));
+        Ok(())
+    }
+
+    /// After the step: with native snapshots, moves what it changed in the
+    /// copied tree into the upper directory (overlay steps wrote it there
+    /// already, as did steps that wrote the upper directory directly).
+    pub fn settle(&self, lowers: &[PathBuf]) -> Result<()> {
+        let Some((tree, since)) = self.materialized.lock().unwrap().take() else {
+            return Ok(());
+        };
+        berth_layer::upper_from_tree(lowers, &tree, &self.upper, since)
+            .map_err(|e| BuildError::Layer(format!("collecting the step's changes: {e}")))?;
+        Ok(())
+    }
 }
 
 impl Drop for Scratch {
@@ -49,7 +204,27 @@ impl Snapshots {
         let dir = root.join("snapshots");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp)?;
-        Ok(Snapshots { dir, tmp })
+        // A bad BERTH_SNAPSHOTTER is an error at once, not at the first step.
+        Snapshotter::from_env()?;
+        Ok(Snapshots {
+            dir,
+            tmp,
+            snapshotter: Default::default(),
+        })
+    }
+
+    pub fn snapshotter(&self) -> Snapshotter {
+        *self
+            .snapshotter
+            .get_or_init(|| match Snapshotter::from_env() {
+                Ok(Some(s)) => s,
+                _ => Snapshotter::probe(&self.tmp),
+            })
+    }
+
+    /// A snapshot by its directory name (a snapshot-only layer's).
+    pub fn named(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     pub fn path(&self, diff_id: &str) -> PathBuf {
@@ -65,7 +240,13 @@ impl Snapshots {
         let work = base.join("work");
         fs::create_dir(&upper)?;
         fs::create_dir(&work)?;
-        Ok(Scratch { base, upper, work })
+        Ok(Scratch {
+            base,
+            upper,
+            work,
+            snapshotter: self.snapshotter(),
+            materialized: Default::default(),
+        })
     }
 
     /// Keeps a step's upper directory as a snapshot named by the step's

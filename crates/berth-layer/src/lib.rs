@@ -14,6 +14,7 @@
 mod diff;
 mod encode;
 mod error;
+mod native;
 mod sys;
 mod tarwrite;
 mod unpack;
@@ -21,5 +22,6 @@ mod unpack;
 pub use diff::{write_diff_dirs, write_diff_from_upper, write_tree, DiffOptions, DiffReport};
 pub use encode::{decompress, Compression, EncodedLayer, LayerEncoder};
 pub use error::LayerError;
+pub use native::{materialize, upper_from_tree, ChangeClock, TreeDiff};
 pub use sys::openat2_in_root;
 pub use unpack::{unpack, UnpackOptions, UnpackReport, Whiteouts};
