@@ -13,13 +13,17 @@
 # what is compared and what is ignored.
 #
 # Optional files in an entry:
-#   args         extra build flags, one per line (--build-arg K=V, --target T)
+#   args         extra build flags, one per line (--build-arg K=V, --target T,
+#                --secret id=X,src=@ENTRY@/FILE: @ENTRY@ is the entry's directory)
 #   pre/         a Dockerfile built first and tagged pre-<name>:1 in both
 #                (e.g. an ONBUILD parent)
 #   expect-fail  the build must fail in both; berth's error must match the
 #                ERE this file holds (e.g. naming Dockerfile:LINE)
 #   empty-dirs   directories (relative to the entry) to create before the
 #                build: git keeps no empty directory
+#   mount-stubs  RUN --mount targets (one per line) that Docker 20.10's BuildKit
+#                leaves in the image as empty directories and berth (like newer
+#                BuildKit) removes; not compared
 #   pending      berth does not support this yet: the entry is skipped
 #                (reason in the file and in corpus/PENDING.md) unless
 #                BUILD_COMPARE_PENDING=1
@@ -61,14 +65,16 @@ quietly dk tag busybox:latest berth-test/base:1 || suite_end
 quietly bb import "$T/base.tar" busybox:latest || suite_end
 quietly bb import "$T/base.tar" berth-test/base:1 || suite_end
 
-# read_args FILE: the flags of an entry's args file (one per line, # comments).
+# read_args FILE: the flags of an entry's args file (one per line, # comments;
+# @ENTRY@ is the entry's directory, e.g. for --secret id=x,src=@ENTRY@/file).
 read_args() {
     ARGS=()
     [ -f "$1" ] || return 0
-    local line
+    local line entry
+    entry=$(cd "$(dirname "$1")" && pwd)
     while IFS= read -r line || [ -n "$line" ]; do
         [[ -z $line || $line == \#* ]] && continue
-        ARGS+=("$line")
+        ARGS+=("${line//@ENTRY@/$entry}")
     done <"$1"
 }
 
@@ -152,7 +158,7 @@ run_entry() {
         fail "$name: berth save" "" "$w/save.log"
         return
     fi
-    if $PY compare "$w/docker-fs.tar" "$w/docker-img.tar" "$w/berth-fs.tar" "$w/berth-img.tar" >"$w/diff" 2>&1; then
+    if BUILD_COMPARE_MOUNT_STUBS="$dir/mount-stubs" $PY compare "$w/docker-fs.tar" "$w/docker-img.tar" "$w/berth-fs.tar" "$w/berth-img.tar" >"$w/diff" 2>&1; then
         pass "$name: filesystem and config match BuildKit's"
     else
         fail "$name: filesystem and config match BuildKit's" "$(wc -l <"$w/diff") differences" "$w/diff"

@@ -53,6 +53,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The diff_id prefix of a layer kept only as a snapshot
+/// (`snapshot:<name under snapshots/>`): the step of a stage no image
+/// included. Its `digest` is `sha256:<the step's cache key>`; the blob is
+/// made from the snapshot when an image first needs it.
+pub const SNAPSHOT_LAYER: &str = "snapshot:";
+
 /// A layer as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRef {
@@ -63,6 +69,13 @@ pub struct LayerRef {
     pub size: u64,
     #[serde(rename = "mediaType")]
     pub media_type: String,
+}
+
+impl LayerRef {
+    /// The snapshot name of a snapshot-only layer.
+    pub fn snapshot_name(&self) -> Option<&str> {
+        self.diff_id.strip_prefix(SNAPSHOT_LAYER)
+    }
 }
 
 /// What a cached step produced.
@@ -93,7 +106,8 @@ impl CacheIndex {
     }
 
     /// The record for `key`, if any. A record naming a blob that is no
-    /// longer in the store (gc'd) is treated as absent.
+    /// longer in the store (gc'd), or a snapshot that is gone (pruned), is
+    /// treated as absent.
     pub fn get(
         &self,
         key: &CacheKey,
@@ -102,9 +116,18 @@ impl CacheIndex {
         let bytes = fs::read(self.path(key)).ok()?;
         let record: CacheRecord = serde_json::from_slice(&bytes).ok()?;
         match &record.layer {
-            Some(l) if !blob_exists(&l.digest) => None,
-            _ => Some(record),
+            Some(l) => match l.snapshot_name() {
+                Some(name) if !self.snapshots_dir().join(name).is_dir() => None,
+                Some(_) => Some(record),
+                None if !blob_exists(&l.digest) => None,
+                None => Some(record),
+            },
+            None => Some(record),
         }
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.dir.with_file_name("snapshots")
     }
 
     pub fn put(&self, key: &CacheKey, record: &CacheRecord) -> io::Result<()> {

@@ -23,7 +23,7 @@ use crate::fsops::{self, Meta, Owner};
 /// Options shared by every entry of one COPY.
 pub struct CopyOptions<'a> {
     pub owner: Owner,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `true` for paths to skip (the context's `.dockerignore`, `--exclude`);
     /// called with the path relative to the source root.
     pub skip: &'a (dyn Fn(&Path) -> bool + Sync),
@@ -33,6 +33,168 @@ pub struct CopyOptions<'a> {
     /// copying them (only when writing to a plain directory on the root's
     /// filesystem: a layer's upper dir, never through an overlay mount).
     pub file_cache: Option<&'a FileCache>,
+}
+
+/// `--chmod`: an octal mode (BuildKit keeps only its permission bits) or,
+/// as BuildKit's dockerfile frontend >= 1.6 accepts, a symbolic mode of
+/// chmod(1) (`u+x,g-w`, `a=r`, `go=u`, `+X`), applied to each copied
+/// entry's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<ModeClause>),
+}
+
+/// One `who op perms` action of a symbolic mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeClause {
+    /// Bits of u/g/o (and their setuid/setgid/sticky) the clause touches.
+    who: u32,
+    op: char,
+    perm: ModePerm,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModePerm {
+    /// `rwxst` bits for every class (masked by `who` when applied), and `X`.
+    Bits { bits: u32, cond_x: bool },
+    /// `=u`, `+g`, `-o`: the permissions one class has now.
+    Copy(char),
+}
+
+impl Chmod {
+    /// Parses a `--chmod` value: octal digits, else a symbolic mode.
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        let bad = || {
+            format!(
+                "invalid --chmod={s}: use an octal mode like 755 or a symbolic mode like u+x,g-w"
+            )
+        };
+        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            let m = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+            if m > 0o7777 {
+                return Err(bad());
+            }
+            // The Docker engine's BuildKit applies only the permission bits
+            // of an octal --chmod (setuid, setgid and sticky are dropped).
+            return Ok(Chmod::Octal(m & 0o777));
+        }
+        let mut clauses = Vec::new();
+        for part in s.split(',') {
+            let mut chars = part.chars().peekable();
+            let mut who = 0;
+            while let Some(&c) = chars.peek() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => break,
+                };
+                chars.next();
+            }
+            if who == 0 {
+                // No class: all of them (umask 0, as BuildKit applies it).
+                who = 0o7777;
+            }
+            let mut any = false;
+            while let Some(op) = chars.next() {
+                if !matches!(op, '+' | '-' | '=') {
+                    return Err(bad());
+                }
+                any = true;
+                let perm = match chars.peek() {
+                    Some(&c @ ('u' | 'g' | 'o')) => {
+                        chars.next();
+                        ModePerm::Copy(c)
+                    }
+                    _ => {
+                        let (mut bits, mut cond_x) = (0, false);
+                        while let Some(&c) = chars.peek() {
+                            match c {
+                                'r' => bits |= 0o444,
+                                'w' => bits |= 0o222,
+                                'x' => bits |= 0o111,
+                                'X' => cond_x = true,
+                                's' => bits |= 0o6000,
+                                't' => bits |= 0o1000,
+                                _ => break,
+                            }
+                            chars.next();
+                        }
+                        ModePerm::Bits { bits, cond_x }
+                    }
+                };
+                clauses.push(ModeClause { who, op, perm });
+            }
+            if !any {
+                return Err(bad());
+            }
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The new permission bits of an entry whose bits are `mode`.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut m = mode & 0o7777;
+        for c in clauses {
+            let bits = match c.perm {
+                ModePerm::Bits { bits, cond_x } => {
+                    let x = cond_x && (is_dir || m & 0o111 != 0);
+                    bits | if x { 0o111 } else { 0 }
+                }
+                ModePerm::Copy(from) => {
+                    let v = match from {
+                        'u' => (m >> 6) & 7,
+                        'g' => (m >> 3) & 7,
+                        _ => m & 7,
+                    };
+                    v * 0o111
+                }
+            };
+            let bits = bits & c.who;
+            match c.op {
+                '+' => m |= bits,
+                '-' => m &= !bits,
+                _ => {
+                    // `=` resets the classes' rwx (and their special bit).
+                    m = (m & !c.who) | bits;
+                }
+            }
+        }
+        m
+    }
+}
+
+/// `COPY --parents`: the part of a matched source path kept under the
+/// destination. The whole relative path, or what follows a `/./` pivot in
+/// the pattern (`COPY --parents ./src/./app/*.go /dst/` keeps `app/`). A
+/// file keeps its parent directories (its name is added by the copy); a
+/// directory keeps itself (its contents are copied into it).
+pub fn parents_rel(pattern: &str, matched: &Path, is_dir: bool) -> PathBuf {
+    let p = pattern.trim_start_matches('/');
+    let p = p.strip_prefix("./").unwrap_or(p);
+    let skip = match p.find("/./") {
+        Some(i) => Path::new(&p[..i])
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count(),
+        None => 0,
+    };
+    let kept: PathBuf = matched
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .skip(skip)
+        .collect();
+    if is_dir {
+        kept
+    } else {
+        kept.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
 }
 
 /// Context files by content and metadata, under `<root>/buildcache/files/`,
@@ -182,8 +344,8 @@ fn readlinkat(dir: RawFd, name: &OsStr) -> io::Result<PathBuf> {
 
 fn meta_of(st: &libc::stat, opts: &CopyOptions<'_>) -> Meta {
     let (uid, gid) = opts.owner.ids(st.st_uid, st.st_gid);
-    let mode = match opts.chmod {
-        Some(m) => m,
+    let mode = match &opts.chmod {
+        Some(c) => c.apply(st.st_mode & 0o7777, st.st_mode & S_IFMT == libc::S_IFDIR),
         None => st.st_mode & 0o7777,
     };
     Meta {
@@ -438,8 +600,8 @@ pub fn copy_context_source(
         Owner::Fixed(u, g) => (u, g),
         Owner::Preserve => (0, 0),
     };
-    let fix = |mode: u32| Meta {
-        mode: opts.chmod.unwrap_or(mode),
+    let fix = |mode: u32, is_dir: bool| Meta {
+        mode: opts.chmod.as_ref().map_or(mode, |c| c.apply(mode, is_dir)),
         uid: owner_uid,
         gid: owner_gid,
         mtime: libc::timespec {
@@ -484,7 +646,7 @@ pub fn copy_context_source(
             dfd.as_raw_fd(),
             &file_name,
             &mut f,
-            with_mtime(fix(mode), &abs),
+            with_mtime(fix(mode, false), &abs),
         );
     }
     // A directory: its contents go into `dest`.
@@ -513,7 +675,10 @@ pub fn copy_context_source(
             .file_name()
             .unwrap_or_default()
             .to_os_string();
-        let meta = with_mtime(fix(entry.mode), &entry.abs_path);
+        let meta = with_mtime(
+            fix(entry.mode, entry.kind == FileKind::Dir),
+            &entry.abs_path,
+        );
         match entry.kind {
             FileKind::Dir => {
                 let fd = fsops::write_dir(parent_fd, &name, meta)?;
@@ -594,6 +759,46 @@ mod tests {
         assert!(!is_archive(file_with(b"plain text").as_raw_fd()).unwrap());
         // Magic without a valid stream behind it.
         assert!(!is_archive(file_with(b"BZh9garbage").as_raw_fd()).unwrap());
+    }
+
+    #[test]
+    fn parents_keep_the_source_directories() {
+        let p = |pat: &str, m: &str, dir: bool| parents_rel(pat, Path::new(m), dir);
+        assert_eq!(p("a/b/c.txt", "a/b/c.txt", false), PathBuf::from("a/b"));
+        assert_eq!(p("a/*/c.txt", "a/x/c.txt", false), PathBuf::from("a/x"));
+        assert_eq!(p("c.txt", "c.txt", false), PathBuf::from(""));
+        assert_eq!(p("a/b", "a/b", true), PathBuf::from("a/b"));
+        assert_eq!(p("./x/./y/*.txt", "x/y/z.txt", false), PathBuf::from("y"));
+        assert_eq!(p("x/./y", "x/y", true), PathBuf::from("y"));
+        assert_eq!(p("/x/y/./z/f", "x/y/z/f", false), PathBuf::from("z"));
+    }
+
+    #[test]
+    fn chmod_octal_keeps_permission_bits() {
+        let c = Chmod::parse("4755").unwrap();
+        assert_eq!(c.apply(0o600, false), 0o755);
+        assert!(Chmod::parse("8").is_err());
+        assert!(Chmod::parse("17777").is_err());
+    }
+
+    #[test]
+    fn chmod_symbolic_like_chmod1() {
+        let m = |s: &str, mode: u32, dir: bool| Chmod::parse(s).unwrap().apply(mode, dir);
+        assert_eq!(m("u+x,g-w", 0o664, false), 0o744);
+        assert_eq!(m("a=r", 0o755, false), 0o444);
+        assert_eq!(m("=rw", 0o755, false), 0o666);
+        assert_eq!(m("+x", 0o644, false), 0o755);
+        assert_eq!(m("go=u", 0o640, false), 0o666);
+        assert_eq!(m("o-rwx", 0o777, true), 0o770);
+        assert_eq!(m("a+X", 0o644, false), 0o644);
+        assert_eq!(m("a+X", 0o644, true), 0o755);
+        assert_eq!(m("a+X", 0o744, false), 0o755);
+        assert_eq!(m("u+s,+t", 0o755, false), 0o5755);
+        assert_eq!(m("u=rwx,g=rx,o=", 0o000, false), 0o750);
+        assert_eq!(m("u+x-w", 0o644, false), 0o544);
+        for bad in ["", "u", "x+r", "u+r,", "a+q", "u+x g-w"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

@@ -19,11 +19,16 @@
 pub mod cache;
 pub mod copy;
 pub mod fsops;
+pub mod heredoc;
 pub mod image;
 pub mod lower;
+pub mod mounts;
 pub mod ops;
 pub mod plan;
 pub mod progress;
+pub mod prune;
+pub mod remote_cache;
+pub mod remote_source;
 pub mod snapshots;
 pub mod solver;
 pub mod stage;
@@ -134,6 +139,13 @@ pub struct BuildOptions {
     pub progress: Progress,
     pub local: LocalRepos,
     pub blobs: berth_store::BlobStore,
+    /// `--secret`: where each secret's value comes from (read only when a
+    /// RUN mounts it; never stored in the options).
+    pub secrets: Vec<mounts::SecretSource>,
+    /// `--ssh`: agent sockets or key files to forward.
+    pub ssh: Vec<mounts::SshSource>,
+    /// `--cache-from` / `--cache-to` (and `BUILDKIT_INLINE_CACHE`).
+    pub remote_cache: Option<Arc<remote_cache::RemoteCache>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,8 +36,9 @@ pub fn lower(step: &Step, st: &StageState) -> Result<Op> {
                 .iter()
                 .map(|h| Heredoc {
                     name: h.name.clone(),
-                    content: h.data(),
+                    content: h.content.clone(),
                     expand: h.expand,
+                    chomp: h.chomp,
                 })
                 .collect(),
         }),
@@ -60,6 +61,7 @@ pub fn lower(step: &Step, st: &StageState) -> Result<Op> {
                         name: i.name,
                         content: i.data,
                         expand: i.expand,
+                        chomp: false,
                     })
                     .collect(),
                 checksum: c.checksum,

@@ -15,6 +15,23 @@ pub struct Heredoc {
     pub content: String,
     /// The body may hold variables the shell expands (unquoted delimiter).
     pub expand: bool,
+    /// `<<-`: leading tabs are not yet stripped from `content` (RUN keeps
+    /// the raw body, as BuildKit hands it to the shell).
+    pub chomp: bool,
+}
+
+impl Heredoc {
+    /// The body with `<<-` tabs stripped.
+    pub fn body(&self) -> String {
+        if self.chomp {
+            self.content
+                .split_inclusive('\n')
+                .map(|l| l.trim_start_matches('\t'))
+                .collect()
+        } else {
+            self.content.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,9 @@ pub struct Step {
 pub struct PlannedStage {
     pub name: Option<String>,
     pub base: BaseRef,
+    /// `FROM --platform=...`: the platform of this stage's base image (the
+    /// build's target platform without it).
+    pub platform: Option<crate::Platform>,
     pub instructions: Vec<Step>,
     pub location: String,
     pub text: String,
@@ -47,6 +50,11 @@ pub struct Plan {
     pub target: usize,
     /// Stages to build, in Dockerfile order.
     pub needed: Vec<usize>,
+    /// The target and the stages it is built `FROM` (transitively): the
+    /// only stages whose layers can be part of the image. The others'
+    /// steps keep their results as snapshots only (no layer blob), as
+    /// BuildKit keeps snapshots and makes blobs only for what it exports.
+    pub image_stages: BTreeSet<usize>,
     /// Global ARG values (and the predefined ones), for stages' `ARG name`.
     pub global_args: BTreeMap<String, Option<String>>,
     pub escape: char,
@@ -115,6 +123,40 @@ fn location(opts: &BuildOptions, line: usize) -> String {
     format!("{}:{line}", opts.dockerfile_name)
 }
 
+/// `--platform` values as containerd reads them: `linux/arm64`, a bare
+/// architecture (`arm64`, the OS is linux), `arm` meaning `arm/v7`, and
+/// the common architecture aliases.
+fn normalize_platform(s: &str) -> std::result::Result<crate::Platform, String> {
+    let lower = s.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [arch] => ("linux", *arch, None),
+        [os, arch] => (*os, *arch, None),
+        [os, arch, v] => (*os, *arch, Some(v.to_string())),
+        _ => return Err(format!("invalid platform {s:?}: use OS/ARCH[/VARIANT]")),
+    };
+    let arch = match arch {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "i386" => "386",
+        "armhf" => "arm",
+        other => other,
+    };
+    let variant = match (arch, variant) {
+        ("arm", None) => Some("v7".to_string()),
+        ("arm64", Some(v)) if v == "v8" => None,
+        (_, v) => v,
+    };
+    if os.is_empty() || arch.is_empty() {
+        return Err(format!("invalid platform {s:?}: use OS/ARCH[/VARIANT]"));
+    }
+    Ok(crate::Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant,
+    })
+}
+
 fn dockerfile_error(
     opts: &BuildOptions,
     line: usize,
@@ -159,6 +201,12 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan> {
         let base_name = s
             .expand_base(escape, &lookup)
             .map_err(|e| dockerfile_error(opts, line, &s.original, e))?;
+        let platform = s
+            .expand_platform(escape, &lookup)
+            .map_err(|e| dockerfile_error(opts, line, &s.original, e))?
+            .map(|p| normalize_platform(&p))
+            .transpose()
+            .map_err(|e| dockerfile_error(opts, line, &s.original, e))?;
         let lower = base_name.to_ascii_lowercase();
         let base = if lower == "scratch" {
             BaseRef::Scratch
@@ -186,6 +234,7 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan> {
         stages.push(PlannedStage {
             name: s.name.clone(),
             base,
+            platform,
             instructions: s
                 .instructions
                 .iter()
@@ -246,10 +295,17 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan> {
             }
         }
     }
+    let mut image_stages = BTreeSet::from([target]);
+    let mut i = target;
+    while let BaseRef::Stage(b) = stages[i].base {
+        image_stages.insert(b);
+        i = b;
+    }
     Ok(Plan {
         stages,
         target,
         needed: needed.into_iter().collect(),
+        image_stages,
         global_args: global,
         escape,
     })
@@ -332,6 +388,19 @@ pub fn is_root(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn platforms_normalise_like_containerd() {
+        let p = |s: &str| normalize_platform(s).map(|p| p.to_string());
+        assert_eq!(p("linux/amd64").unwrap(), "linux/amd64");
+        assert_eq!(p("arm64").unwrap(), "linux/arm64");
+        assert_eq!(p("linux/aarch64").unwrap(), "linux/arm64");
+        assert_eq!(p("linux/arm64/v8").unwrap(), "linux/arm64");
+        assert_eq!(p("linux/arm").unwrap(), "linux/arm/v7");
+        assert_eq!(p("Linux/X86_64").unwrap(), "linux/amd64");
+        assert!(p("a/b/c/d").is_err());
+        assert!(p("linux/").is_err());
+    }
+
     use super::*;
 
     #[test]

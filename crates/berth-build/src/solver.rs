@@ -17,13 +17,13 @@ use crate::plan::{BaseRef, Plan};
 use crate::progress::Event;
 use crate::snapshots::Snapshots;
 use crate::stage::{CopyFrom, StageState, StepInfo};
-use crate::{BuildError, BuildOptions, Result};
+use crate::{BuildError, BuildOptions, Platform, Result};
 
 /// The background task making one layer.
 type LayerTask = tokio::task::JoinHandle<Result<LayerRef>>;
 
 /// diff_id prefix of a layer still being made in the background.
-const PENDING: &str = "pending:";
+pub(crate) const PENDING: &str = "pending:";
 
 type StageOutcome = Option<std::result::Result<Arc<StageState>, String>>;
 
@@ -43,6 +43,8 @@ pub struct Engine {
     pub resolv: Vec<u8>,
     plan: Arc<Plan>,
     results: Vec<watch::Sender<StageOutcome>>,
+    /// Stages that run only when their files are needed (remote cache).
+    pub(crate) lazy: crate::remote_cache::LazyStages,
     context: OnceLock<std::result::Result<Arc<berth_context::Context>, String>>,
     empty_dir: PathBuf,
     used_args: Mutex<BTreeSet<String>>,
@@ -52,8 +54,12 @@ pub struct Engine {
     /// Layers made by this build, verified but not yet published, with the
     /// cache records to write once they are.
     pending: Mutex<Vec<(berth_store::StagedBlob, CacheKey, crate::cache::CacheRecord)>>,
+    /// Cache records of snapshot-only layers, written with the others.
+    snapshot_records: Mutex<Vec<(CacheKey, crate::cache::CacheRecord)>>,
     /// Base images resolved once per name, however many stages use them.
     bases: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<BaseImage>>>>,
+    /// `RUN --mount` state of this build (ssh forwarding).
+    pub mounts: crate::mounts::MountState,
 }
 
 /// What a build made.
@@ -138,6 +144,40 @@ impl Engine {
         provisional
     }
 
+    /// The layer of a step of a stage no image includes: its snapshot
+    /// alone, recorded in the cache with the build's other records. No
+    /// tar, no blob, no sync: a later build that puts the stage into an
+    /// image makes the blob then ([`build`]).
+    pub fn snapshot_layer(
+        &self,
+        key: &CacheKey,
+        snapshot: &std::path::Path,
+        created: &str,
+        media_type: &str,
+    ) -> LayerRef {
+        let name = snapshot
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let layer = LayerRef {
+            diff_id: format!("{}{name}", crate::cache::SNAPSHOT_LAYER),
+            digest: format!("sha256:{}", key.0)
+                .parse()
+                .expect("a cache key is 64 hex digits"),
+            size: 0,
+            media_type: media_type.to_string(),
+        };
+        let record = crate::cache::CacheRecord {
+            layer: Some(layer.clone()),
+            created: created.to_string(),
+        };
+        self.snapshot_records
+            .lock()
+            .unwrap()
+            .push((key.clone(), record));
+        layer
+    }
+
     /// Waits for every background layer and returns the real layers by
     /// provisional diff_id.
     async fn finish_layers(&self) -> Result<BTreeMap<String, LayerRef>> {
@@ -180,6 +220,10 @@ impl Engine {
         for (key, record) in records {
             self.cache.put(&key, &record)?;
         }
+        let snapshot_records = std::mem::take(&mut *self.snapshot_records.lock().unwrap());
+        for (key, record) in snapshot_records {
+            self.cache.put(&key, &record)?;
+        }
         Ok(())
     }
 
@@ -191,13 +235,32 @@ impl Engine {
         }
         let mut out = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
-            let dir = if l.diff_id.starts_with(PENDING) {
+            // A lazy stage's placeholder: that stage runs now, and its
+            // real layer stands in.
+            let real;
+            let l = match crate::remote_cache::parse_placeholder(&l.diff_id) {
+                Some((stage, position)) => {
+                    real = self.lazy_layer(stage, position)?;
+                    &real
+                }
+                None => l,
+            };
+            let dir = if let Some(name) = l.snapshot_name() {
+                self.snapshots.named(name)
+            } else if l.diff_id.starts_with(PENDING) {
                 let in_flight = self.in_flight.lock().unwrap();
                 let (snap, _) = in_flight.get(&l.diff_id).ok_or_else(|| {
                     BuildError::Other(format!("layer {} is not known to this build", l.diff_id))
                 })?;
                 snap.clone()
             } else {
+                if let Some(rc) = &self.opts.remote_cache {
+                    // A layer from an imported cache is downloaded only
+                    // now that a step runs on top of it.
+                    if !self.snapshots.path(&l.diff_id).exists() {
+                        rc.ensure_blob_blocking(&self.opts.blobs, l)?;
+                    }
+                }
                 self.snapshots.ensure(&self.opts.blobs, l)?
             };
             // Compare real directories (a diff_id name is a link to a
@@ -239,7 +302,26 @@ impl Engine {
         self.open_context().map_err(BuildError::Context)
     }
 
+    /// Layer `position` of lazy stage `stage`, running it first. Blocks.
+    fn lazy_layer(&self, stage: usize, position: usize) -> Result<LayerRef> {
+        let handle = tokio::runtime::Handle::current();
+        let st = tokio::task::block_in_place(|| handle.block_on(self.stage_result(stage)))?;
+        st.layers.get(position).cloned().ok_or_else(|| {
+            BuildError::Other(format!(
+                "stage {stage} has no layer {position} (its run differs from its key-only pass)"
+            ))
+        })
+    }
+
+    pub(crate) fn target_stage(&self) -> usize {
+        self.plan.target
+    }
+
     async fn stage_result(&self, index: usize) -> Result<Arc<StageState>> {
+        if let Some(eng) = self.lazy.claim(index) {
+            // A lazy stage's files are needed: run it now.
+            drop(tokio::spawn(stage_task(eng, index)));
+        }
         let mut rx = self.results[index].subscribe();
         loop {
             if let Some(outcome) = rx.borrow().clone() {
@@ -258,33 +340,48 @@ impl Engine {
             return Ok(CopyFrom::Context);
         };
         if let Some(index) = self.plan.stage_index(name) {
-            let st = self.stage_result(index).await?;
+            // A lazy stage's key is enough for the cache lookup; its
+            // placeholder layers make it run if the step itself must.
+            let st = match self.lazy.dry_result(index).await {
+                Some(st) if self.results[index].borrow().is_none() => st,
+                _ => self.stage_result(index).await?,
+            };
             return Ok(CopyFrom::Layers {
                 layers: st.layers.clone(),
                 key: st.key.clone(),
             });
         }
-        let base = self.base_image(name, step).await?;
+        let base = self.base_image(name, &self.opts.platform, step).await?;
         Ok(CopyFrom::Layers {
             key: CacheKey::of(&json!({"image": base.manifest_digest.to_string()})),
             layers: base.layers,
         })
     }
 
-    async fn base_image(&self, name: &str, step: &StepInfo) -> Result<BaseImage> {
+    async fn base_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+        step: &StepInfo,
+    ) -> Result<BaseImage> {
         let cell = Arc::clone(
             self.bases
                 .lock()
                 .unwrap()
-                .entry(name.to_string())
+                .entry(format!("{name} {platform}"))
                 .or_default(),
         );
-        cell.get_or_try_init(|| self.resolve_base_image(name, step))
+        cell.get_or_try_init(|| self.resolve_base_image(name, platform, step))
             .await
             .cloned()
     }
 
-    async fn resolve_base_image(&self, name: &str, step: &StepInfo) -> Result<BaseImage> {
+    async fn resolve_base_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+        step: &StepInfo,
+    ) -> Result<BaseImage> {
         let id = self
             .opts
             .progress
@@ -292,7 +389,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let r = resolve_base(
             name,
-            &self.opts.platform,
+            platform,
             self.opts.pull,
             self.opts.insecure,
             &self.opts.local,
@@ -323,6 +420,24 @@ fn stat_cache_path(root: &std::path::Path, context: &std::path::Path) -> PathBuf
         .join(format!("statcache-{}", &crate::cache::hex(&h)[..16]))
 }
 
+/// Runs stage `index` and publishes its outcome to the stages waiting for it.
+/// (Boxed: a lazy stage is started from inside another stage's task, and
+/// the explicit `Send` breaks that type cycle.)
+fn stage_task(
+    eng: Arc<Engine>,
+    index: usize,
+) -> futures_util::future::BoxFuture<'static, (usize, Result<Arc<StageState>>)> {
+    Box::pin(async move {
+        let r = run_stage(Arc::clone(&eng), index).await;
+        let outcome = match &r {
+            Ok(st) => Ok(Arc::clone(st)),
+            Err(e) => Err(e.to_string()),
+        };
+        eng.results[index].send_replace(Some(outcome));
+        (index, r)
+    })
+}
+
 /// Runs one stage to completion.
 async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
     let plan = Arc::clone(&eng.plan);
@@ -337,23 +452,34 @@ async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
         text: stage.text.clone(),
         label: label(1),
     };
+    let platform = stage.platform.as_ref().unwrap_or(&eng.opts.platform);
     let mut st = match &stage.base {
-        BaseRef::Stage(i) => (*eng.stage_result(*i).await?).clone(),
+        BaseRef::Stage(i) => {
+            let dry = match crate::remote_cache::dry_stage() {
+                Some(_) => eng.lazy.dry_result(*i).await,
+                None => None,
+            };
+            match dry {
+                Some(st) => (*st).clone(),
+                None => (*eng.stage_result(*i).await?).clone(),
+            }
+        }
         BaseRef::Scratch => StageState {
             config: ImageConfig {
-                architecture: eng.opts.platform.architecture.clone(),
-                os: eng.opts.platform.os.clone(),
-                variant: eng.opts.platform.variant.clone(),
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
                 ..Default::default()
             },
             layers: Vec::new(),
-            key: CacheKey::of(&json!({"scratch": eng.opts.platform.to_string()})),
+            key: CacheKey::of(&json!({"scratch": platform.to_string()})),
             args: Vec::new(),
             created: crate::time::now_or_epoch(eng.opts.source_date_epoch),
             cmd_set: false,
+            in_image: true,
         },
         BaseRef::Image(name) => {
-            let base = eng.base_image(name, &from_step).await?;
+            let base = eng.base_image(name, platform, &from_step).await?;
             let created = base
                 .config
                 .created
@@ -368,11 +494,13 @@ async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
                 args: Vec::new(),
                 created,
                 cmd_set: false,
+                in_image: true,
             }
         }
     };
     st.inherit_args();
     st.cmd_set = false;
+    st.in_image = plan.image_stages.contains(&index);
     // BuildKit gives every image a PATH.
     if st.config.env_var("PATH").is_none() {
         st.config.set_env_var("PATH", berth_sandbox::DEFAULT_PATH);
@@ -383,6 +511,10 @@ async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
     } else {
         Vec::new()
     };
+    if let Some(rc) = &eng.opts.remote_cache {
+        // Steps look keys up in the imported caches: wait for them.
+        rc.ready(&eng.opts.progress).await;
+    }
     let mut instructions = Vec::new();
     for t in &triggers {
         instructions.extend(crate::lower::parse_trigger(t, &stage.location)?);
@@ -412,7 +544,14 @@ async fn run_stage(eng: Arc<Engine>, index: usize) -> Result<Arc<StageState>> {
 /// Builds the target of `opts` and returns the image (its blobs are in the
 /// store; nothing is tagged: the caller exports it).
 pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
+    if let Some(rc) = &opts.remote_cache {
+        // Read the imported caches while the stages resolve their bases.
+        let (rc, progress) = (Arc::clone(rc), opts.progress.clone());
+        tokio::spawn(async move { rc.ready(&progress).await });
+    }
     let plan = Arc::new(crate::plan::plan(&opts)?);
+    // Held until the build returns: `berth builder prune` waits for no one.
+    let _build_lock = crate::prune::BuildLock::shared(&opts.root)?;
     let snapshots = Snapshots::open(&opts.root)?;
     let cache = CacheIndex::open(&opts.root)?;
     let files = crate::copy::FileCache::open(&opts.root)?;
@@ -420,6 +559,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     std::fs::create_dir_all(&empty_dir)?;
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     let results = plan.stages.iter().map(|_| watch::channel(None).0).collect();
+    let opts_remote = opts.remote_cache.clone();
     let eng = Arc::new(Engine {
         jobs: Semaphore::new(opts.jobs.max(1)),
         layer_jobs: Semaphore::new(opts.jobs.max(1)),
@@ -431,25 +571,30 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         resolv,
         plan: Arc::clone(&plan),
         results,
+        lazy: crate::remote_cache::LazyStages::new(opts_remote.as_ref(), plan.stages.len()),
         context: OnceLock::new(),
         empty_dir,
         used_args: Mutex::new(BTreeSet::new()),
         bases: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(Vec::new()),
+        snapshot_records: Mutex::new(Vec::new()),
         in_flight: Mutex::new(BTreeMap::new()),
+        mounts: Default::default(),
     });
+    eng.lazy.set_engine(&eng);
     let mut tasks = tokio::task::JoinSet::new();
     for &index in &plan.needed {
         let eng2 = Arc::clone(&eng);
-        tasks.spawn(async move {
-            let r = run_stage(Arc::clone(&eng2), index).await;
-            let outcome = match &r {
-                Ok(st) => Ok(Arc::clone(st)),
-                Err(e) => Err(e.to_string()),
-            };
-            eng2.results[index].send_replace(Some(outcome));
-            (index, r)
-        });
+        if eng.lazy.deferred(index, plan.target) {
+            // Key-only first; the stage runs when its files are needed.
+            drop(tokio::spawn(async move {
+                let r =
+                    crate::remote_cache::dry_pass(index, run_stage(Arc::clone(&eng2), index)).await;
+                eng2.lazy.set_dry(index, r.map_err(|e| e.to_string()));
+            }));
+            continue;
+        }
+        tasks.spawn(stage_task(eng2, index));
     }
     let mut target = None;
     while let Some(joined) = tasks.join_next().await {
@@ -497,16 +642,50 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     if let Some(epoch) = eng.opts.source_date_epoch {
         config.created = Some(crate::time::rfc3339(epoch, 0));
     }
+    // Steps the cache kept as snapshots only (their stage was in no image
+    // before) get their layer blobs now, in the background like fresh ones.
+    let mut st_layers = st.layers.clone();
+    for i in 0..st_layers.len() {
+        let Some(name) = st_layers[i].snapshot_name() else {
+            continue;
+        };
+        let key = CacheKey(st_layers[i].digest.hex().to_string());
+        let snapshot = eng.snapshots.named(name);
+        let lowers = eng.lowers(&st_layers[..i])?;
+        let created = eng
+            .cache
+            .get(&key, |_| true)
+            .map(|r| r.created)
+            .unwrap_or_else(|| st.created.clone());
+        let (media_type, compression) = crate::stage::layer_media_type(eng.opts.compression);
+        st_layers[i] =
+            eng.layer_in_background(key, snapshot, lowers, created, media_type, compression);
+    }
+    if let Some(rc) = &eng.opts.remote_cache {
+        // A mode=max cache export needs blobs of the other stages' steps too.
+        rc.materialize_for_export(&eng, &st.layers)?;
+    }
     // Background layers: wait, then swap the real ones in.
     let made = eng.finish_layers().await?;
     let resolve = |l: &LayerRef| made.get(&l.diff_id).cloned().unwrap_or_else(|| l.clone());
-    let layers: Vec<LayerRef> = st.layers.iter().map(resolve).collect();
+    let layers: Vec<LayerRef> = st_layers.iter().map(resolve).collect();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+    // A base image's inline cache never carries over; ours is set here.
+    config.extra.remove(crate::remote_cache::INLINE_CACHE_FIELD);
+    if let Some(rc) = &eng.opts.remote_cache {
+        rc.resolve_notes(&resolve);
+        rc.apply_inline(&mut config, &st.key);
+    }
     {
         let eng2 = Arc::clone(&eng);
         tokio::task::spawn_blocking(move || eng2.publish())
             .await
             .map_err(|e| BuildError::Other(format!("publishing layers: {e}")))??;
+    }
+    if let Some(rc) = &eng.opts.remote_cache {
+        rc.record_local_hits(&eng.cache, &eng.opts.blobs);
+        rc.export(&st.key, &eng.opts.blobs, &eng.opts.progress)
+            .await?;
     }
     let image = BuiltImage::assemble(&eng.opts.blobs, &config, &layers, eng.opts.media_types)?;
     Ok(BuildResult {

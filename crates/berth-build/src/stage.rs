@@ -44,6 +44,9 @@ pub struct StageState {
     pub created: String,
     /// Whether this stage set CMD (ENTRYPOINT resets an inherited CMD).
     pub cmd_set: bool,
+    /// Whether the stage's layers can be part of the built image (see
+    /// `Plan::image_stages`); if not, its steps make no layer blobs.
+    pub in_image: bool,
 }
 
 /// One `ARG` declaration of the stage.
@@ -497,6 +500,7 @@ fn cached(eng: &Engine, key: &CacheKey) -> Option<CacheRecord> {
     }
     eng.cache
         .get(key, |d| eng.opts.blobs.size(d).ok().flatten().is_some())
+        .or_else(|| eng.opts.remote_cache.as_ref()?.lookup(key))
 }
 
 /// Records a step's outcome on the stage (cached or fresh).
@@ -516,7 +520,7 @@ fn adopt_result(
     st.history(created_by, record.layer.is_none(), epoch);
 }
 
-fn layer_media_type(c: LayerCompression) -> (&'static str, berth_layer::Compression) {
+pub(crate) fn layer_media_type(c: LayerCompression) -> (&'static str, berth_layer::Compression) {
     match c {
         LayerCompression::Gzip => (
             "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -588,6 +592,7 @@ where
         };
         tokio::task::spawn_blocking(move || -> Result<_> {
             work(&lowers, &scratch)?;
+            scratch.settle(&lowers)?;
             Ok((lowers, scratch))
         })
         .await
@@ -610,19 +615,25 @@ where
     };
     let created = crate::time::now_or_epoch(epoch);
     let (media_type, compression) = layer_media_type(eng.opts.compression);
-    let provisional = eng.layer_in_background(
-        key.clone(),
-        snapshot,
-        lowers,
-        created.clone(),
-        media_type,
-        compression,
-    );
+    let provisional = if st.in_image {
+        eng.layer_in_background(
+            key.clone(),
+            snapshot,
+            lowers,
+            created.clone(),
+            media_type,
+            compression,
+        )
+    } else {
+        eng.snapshot_layer(&key, &snapshot, &created, media_type)
+    };
     let record = CacheRecord {
         layer: Some(provisional),
         created,
     };
+    let parent = st.key.clone();
     adopt_result(st, key, &record, created_by, epoch);
+    crate::remote_cache::note(eng, &parent, st);
     Ok(())
 }
 
@@ -659,17 +670,13 @@ async fn workdir_step(
             };
             let merged = scratch.base.join("merged");
             std::fs::create_dir_all(&merged)?;
-            let guard =
-                berth_sandbox::mount_overlay(lowers, &scratch.upper, &scratch.work, &merged)
-                    .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+            let guard = scratch.mount(lowers, &merged)?;
             let root = fsops::open_root(&merged)?;
             use std::os::fd::AsRawFd;
             fsops::mkdir_all(root.as_raw_fd(), Path::new(&wd2), uid, gid)
                 .map_err(|e| BuildError::Step(format!("{location}: WORKDIR {wd2}: {e}")))?;
             drop(root);
-            guard
-                .unmount()
-                .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+            guard.unmount()?;
             Ok(())
         },
     )
@@ -687,6 +694,10 @@ fn begin_step(
     created_by: &str,
     step: &StepInfo,
 ) -> Option<(usize, Instant)> {
+    if let Some(stage) = crate::remote_cache::dry_stage() {
+        dry_step(eng, st, key, created_by, stage);
+        return None;
+    }
     let id = eng
         .opts
         .progress
@@ -694,6 +705,7 @@ fn begin_step(
     match cached(eng, key) {
         Some(rec) => {
             eng.opts.progress.emit(Event::Cached { id });
+            let parent = st.key.clone();
             adopt_result(
                 st,
                 key.clone(),
@@ -701,10 +713,32 @@ fn begin_step(
                 created_by.to_string(),
                 eng.opts.source_date_epoch,
             );
+            crate::remote_cache::note(eng, &parent, st);
             None
         }
         None => Some((id, Instant::now())),
     }
+}
+
+/// A step of a lazy stage's key-only pass (see `remote_cache`): a hit
+/// adopts its layer, a miss a placeholder for the layer the stage's real
+/// run will make. Nothing runs and nothing is shown.
+fn dry_step(eng: &Engine, st: &mut StageState, key: &CacheKey, created_by: &str, stage: usize) {
+    let record = cached(eng, key).unwrap_or_else(|| CacheRecord {
+        layer: Some(crate::remote_cache::placeholder(
+            stage,
+            st.layers.len(),
+            key,
+        )),
+        created: st.created.clone(),
+    });
+    adopt_result(
+        st,
+        key.clone(),
+        &record,
+        created_by.to_string(),
+        eng.opts.source_date_epoch,
+    );
 }
 
 fn finish(eng: &Engine, id: usize, started: Instant, result: Result<()>) -> Result<()> {
@@ -754,14 +788,15 @@ async fn run_step(
     step: &StepInfo,
 ) -> Result<()> {
     let mut argv = st.argv(&run.command);
-    // A heredoc RUN (`RUN <<EOF ... EOF`) runs its body with the shell.
-    if let (CommandLine::Shell(cmd), Some(doc)) = (&run.command, run.heredocs.first()) {
-        if cmd.trim() == format!("<<{}", doc.name)
-            || cmd.trim().starts_with("<<") && run.heredocs.len() == 1
-        {
-            argv = st.shell();
-            argv.push(doc.content.clone());
-        }
+    // Heredocs: the shell gets the body or the rebuilt script (crate::heredoc).
+    let script = match &run.command {
+        CommandLine::Shell(cmd) => crate::heredoc::run_script(cmd, &run.heredocs),
+        CommandLine::Exec(_) => None,
+    };
+    let script_file = script.as_ref().and_then(|s| s.file.clone());
+    if let Some(s) = script {
+        argv = st.shell();
+        argv.push(s.arg);
     }
     let env = st.run_env();
     let user = st.config.config.user.clone().unwrap_or_default();
@@ -771,16 +806,17 @@ async fn run_step(
             .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", step.location)))?,
         None => eng.opts.network,
     };
-    if !run.mounts.is_empty() {
-        return Err(BuildError::Dockerfile(format!(
-            "{}: RUN --mount is not supported by this berth version yet",
-            step.location
-        )));
-    }
-    let key = CacheKey::of(&json!({
+    // RUN --mount: their spec (and bound content) is part of the key.
+    let mounts = crate::mounts::prepare(eng, &run.mounts, &cwd, step).await?;
+    let mut key_def = json!({
         "parent": st.key, "op": "run", "args": argv, "env": env, "user": user,
         "cwd": cwd, "network": network.as_str(),
-    }));
+    });
+    if let Some(m) = mounts.key() {
+        key_def["mounts"] = m;
+    }
+    let key = CacheKey::of(&key_def);
+    let key = crate::heredoc::key_with_script(key, script_file.as_ref());
     let created_by = match &run.command {
         CommandLine::Shell(_) => format!("RUN {}{} # buildkit", st.args_prefix(), argv.join(" ")),
         // BuildKit joins exec-form arguments with spaces, unquoted.
@@ -814,14 +850,7 @@ async fn run_step(
                 "{location}: {text}: running as user {uid}:{gid} needs a mapped id range: install uidmap and add a range for your user to /etc/subuid and /etc/subgid"
             )));
         }
-        let mut spec = berth_sandbox::RunSpec::new(
-            berth_sandbox::Rootfs::Overlay {
-                lowers: lowers.to_vec(),
-                upper: scratch.upper.clone(),
-                work: scratch.work.clone(),
-            },
-            argv,
-        );
+        let mut spec = berth_sandbox::RunSpec::new(scratch.rootfs(lowers)?, argv);
         spec.helper_exe = helper;
         spec.env = env;
         spec.cwd = PathBuf::from(&cwd);
@@ -834,6 +863,10 @@ async fn run_step(
             NetworkMode::None => berth_sandbox::Network::None,
             _ => berth_sandbox::Network::Host,
         };
+        spec.mounts.extend(crate::heredoc::script_mount(script_file.as_ref(), &scratch.base)?);
+        let mut active = mounts.activate(&location)?;
+        active.apply_env(&mut spec.env);
+        spec.mounts.append(&mut active.mounts);
         let mut tail = Tail {
             lines: Default::default(),
             partial: Vec::new(),
@@ -893,14 +926,46 @@ async fn copy_step(
             step.location
         )));
     }
-    if c.sources
+    // ADD's URL and git sources are fetched (crate::remote_source); the
+    // rest are paths of the context or of `--from`.
+    let mut c = c;
+    let shown_sources = c.sources.clone();
+    let (remote_srcs, local_srcs): (Vec<String>, Vec<String>) = c
+        .sources
         .iter()
-        .any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
-    {
+        .cloned()
+        .partition(|s| crate::remote_source::is_remote(s));
+    if !remote_srcs.is_empty() && (!c.add || c.from.is_some()) {
         return Err(BuildError::Dockerfile(format!(
-            "{}: {what} from a URL or git repository is not supported by this berth version yet",
+            "{}: source can't be a URL for COPY (use ADD to fetch {})",
+            step.location, remote_srcs[0]
+        )));
+    }
+    if c.checksum.is_some() && (!local_srcs.is_empty() || !c.heredocs.is_empty()) {
+        return Err(BuildError::Dockerfile(format!(
+            "{}: checksum can't be specified for non-HTTP(S) sources",
             step.location
         )));
+    }
+    c.sources = local_srcs;
+    let fetch_dir = if remote_srcs.is_empty() {
+        None
+    } else {
+        Some(Arc::new(eng.snapshots.scratch()?))
+    };
+    let mut remotes = Vec::new();
+    for (i, src) in remote_srcs.iter().enumerate() {
+        let Some(remote) = crate::remote_source::classify(src) else {
+            continue;
+        };
+        let dir = fetch_dir
+            .as_ref()
+            .map(|d| d.base.join(format!("src-{i}")))
+            .unwrap_or_default();
+        let r = crate::remote_source::resolve(remote, c.checksum.as_deref(), c.keep_git_dir, dir)
+            .await
+            .map_err(|e| BuildError::Step(format!("{}: {what} {src}: {e}", step.location)))?;
+        remotes.push((src.clone(), r));
     }
     let from = eng.copy_source(c.from.as_deref(), step).await?;
     let workdir = st.workdir();
@@ -913,7 +978,7 @@ async fn copy_step(
     // Several sources need a directory destination written as one; a
     // wildcard is checked when it is matched (one match copies like a
     // plain source, more make the destination a directory).
-    let several = c.sources.len() + c.heredocs.len() > 1;
+    let several = shown_sources.len() + c.heredocs.len() > 1;
     if several && !dest_is_dir_syntax {
         return Err(BuildError::Dockerfile(format!(
             "{}: When using {what} with more than one source file, the destination must be a directory and end with a /",
@@ -922,23 +987,19 @@ async fn copy_step(
     }
     let chmod = match &c.chmod {
         None => None,
-        // The Docker engine's BuildKit applies only the permission bits of
-        // --chmod (setuid, setgid and sticky are dropped), so berth does too.
         Some(m) => Some(
-            u32::from_str_radix(m, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    BuildError::Dockerfile(format!(
-                        "{}: invalid --chmod={m}: use an octal mode like 755",
-                        step.location
-                    ))
-                })?
-                & 0o777,
+            crate::copy::Chmod::parse(m)
+                .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", step.location)))?,
         ),
+    };
+    let chmod_key = match &chmod {
+        Some(crate::copy::Chmod::Octal(m)) => json!(m),
+        Some(crate::copy::Chmod::Symbolic(_)) => json!(c.chmod),
+        None => Value::Null,
     };
     // Cache key: content checksums of exactly what is read.
     let sources_key = match &from {
+        CopyFrom::Context if c.sources.is_empty() => Value::Null,
         CopyFrom::Context => {
             let ctx = eng.context(step)?;
             let patterns = c.sources.clone();
@@ -966,19 +1027,46 @@ async fn copy_step(
         .iter()
         .map(|h| json!([h.name, h.content]))
         .collect();
+    let remote_keys: Vec<Value> = remotes.iter().map(|(_, r)| r.key.clone()).collect();
+    // --link: the copy is made on an empty root, so its key leaves out the
+    // layers below (a user *name* in --chown is still read from them).
+    let parent_key = st.key.clone();
+    let chown_reads_parent = c
+        .chown
+        .as_deref()
+        .is_some_and(|o| !o.split(':').all(|p| p.bytes().all(|b| b.is_ascii_digit())));
+    let key_parent = if c.link && !chown_reads_parent {
+        json!("link")
+    } else {
+        json!(parent_key)
+    };
     let key = CacheKey::of(&json!({
-        "parent": st.key, "op": if c.add { "add" } else { "copy" }, "sources": sources_key,
-        "dest": dest, "dest_dir": dest_is_dir_syntax || several, "chown": c.chown, "chmod": chmod,
+        "parent": key_parent, "op": if c.add { "add" } else { "copy" }, "sources": sources_key,
+        "dest": dest, "dest_dir": dest_is_dir_syntax || several, "chown": c.chown, "chmod": chmod_key,
         "excludes": c.excludes, "parents": c.parents, "heredocs": heredocs, "workdir": workdir,
+        "remote": remote_keys, "link": c.link,
     }));
-    let mut shown = c.sources.clone();
+    let mut shown = shown_sources.clone();
     shown.extend(c.heredocs.iter().map(|h| format!("<<{}", h.name)));
     let created_by = format!("{what} {} {} # buildkit", shown.join(" "), c.dest);
+    let link = c.link;
     let Some((id, started)) = begin_step(eng, st, &key, &created_by, step) else {
+        if link {
+            st.key = link_key(&parent_key, &key);
+        }
         return Ok(());
     };
     let eng2 = Arc::clone(eng);
     let location = step.location.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let checksum = c.checksum.clone();
+    let parent_layers = st.layers.clone();
+    // --link: the step sees an empty root; its layer goes on top as is.
+    let below = if link {
+        Some(std::mem::take(&mut st.layers))
+    } else {
+        None
+    };
     let result = fs_step(
         eng,
         st,
@@ -988,7 +1076,14 @@ async fn copy_step(
         move |lowers, scratch| {
             let owner = match &c.chown {
                 Some(spec) => {
-                    let (u, g) = crate::users::resolve_chown(spec, lowers)
+                    let parent_lowers;
+                    let users_from = if link {
+                        parent_lowers = eng2.lowers(&parent_layers)?;
+                        &parent_lowers[..]
+                    } else {
+                        lowers
+                    };
+                    let (u, g) = crate::users::resolve_chown(spec, users_from)
                         .map_err(|e| BuildError::Step(format!("{location}: {e}")))?;
                     Owner::Fixed(u, g)
                 }
@@ -999,10 +1094,7 @@ async fn copy_step(
             };
             let merged = scratch.base.join("merged");
             std::fs::create_dir_all(&merged)?;
-            let mut mount = Some(
-                berth_sandbox::mount_overlay(lowers, &scratch.upper, &scratch.work, &merged)
-                    .map_err(|e| BuildError::Sandbox(e.to_string()))?,
-            );
+            let mut mount = Some(scratch.mount(lowers, &merged)?);
             let mut dst_root = fsops::open_root(&merged)?;
             use std::os::fd::AsRawFd;
             // The destination counts as a directory if it already is one.
@@ -1011,7 +1103,8 @@ async fn copy_step(
                 .ok()
                 .flatten()
                 .is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
-            let dest_is_dir = dest_is_dir_syntax || several || existing_dir;
+            // --parents always copies into dest as a directory.
+            let dest_is_dir = dest_is_dir_syntax || several || existing_dir || c.parents;
             let excludes = berth_context::IgnoreMatcher::new(&c.excludes)
                 .map_err(|e| BuildError::Dockerfile(format!("{location}: --exclude: {e}")))?;
             // Heredoc files.
@@ -1035,7 +1128,7 @@ async fn copy_step(
                 };
                 let dfd = fsops::mkdir_all(dst_root.as_raw_fd(), &dir, u, g)?;
                 let meta = fsops::Meta {
-                    mode: chmod.unwrap_or(0o644),
+                    mode: chmod.as_ref().map_or(0o644, |m| m.apply(0o644, false)),
                     uid: u,
                     gid: g,
                     mtime: libc::timespec {
@@ -1050,6 +1143,48 @@ async fn copy_step(
                     meta,
                 )?;
             }
+            // Fetched sources: files and checkouts owned by root (or --chown).
+            let fetched_owner = match owner {
+                Owner::Fixed(u, g) => Owner::Fixed(u, g),
+                Owner::Preserve => Owner::Fixed(0, 0),
+            };
+            for (src, r) in &remotes {
+                let fail = |e: String| BuildError::Step(format!("{location}: {what} {src}: {e}"));
+                let (dir, rel) = runtime
+                    .block_on(crate::remote_source::materialize(r, checksum.as_deref()))
+                    .map_err(fail)?;
+                let is_git = matches!(r.remote, crate::remote_source::Remote::Git(_));
+                if is_git {
+                    if let Some(t) = crate::remote_source::commit_time(&dir) {
+                        crate::remote_source::set_tree_mtime(&dir, t)?;
+                    }
+                }
+                let keep_git = c.keep_git_dir;
+                let git_dir = rel.join(".git");
+                let skip = |p: &Path| {
+                    (is_git && !keep_git && p == git_dir)
+                        || p.strip_prefix(&rel)
+                            .is_ok_and(|q| excludes.is_excluded(&q.to_string_lossy()))
+                };
+                let opts = CopyOptions {
+                    owner: fetched_owner,
+                    chmod: chmod.clone(),
+                    skip: &skip,
+                    extract_archives: false,
+                    file_cache: None,
+                };
+                let src_root = fsops::open_root(&dir)?;
+                copy_source(
+                    src_root.as_raw_fd(),
+                    &rel,
+                    dst_root.as_raw_fd(),
+                    dest_path,
+                    dest_is_dir || is_git,
+                    &opts,
+                )
+                .map_err(|e| fail(e.to_string()))?;
+            }
+            drop(fetch_dir);
             match &from {
                 CopyFrom::Context => {
                     let ctx = eng2.context_blocking()?;
@@ -1071,7 +1206,12 @@ async fn copy_step(
                     // upper dir with files linked from the file cache. Nothing
                     // below it can collide with the lower layers, and a
                     // rebuild after a small change copies only that change.
-                    let direct = c.heredocs.is_empty()
+                    // (Copy-based snapshots take the changes from the
+                    // copied tree instead.)
+                    let direct = scratch.snapshotter() == crate::snapshots::Snapshotter::Overlay
+                        && c.heredocs.is_empty()
+                        && remotes.is_empty()
+                        && !c.parents
                         && sources.len() == 1
                         && sources[0].kind == berth_context::FileKind::Dir
                         && fsops::lstat_in_root(dst_root.as_raw_fd(), dest_path)?.is_none();
@@ -1097,11 +1237,7 @@ async fn copy_step(
                             &mut dst_root,
                             fsops::open_root(&scratch.upper)?,
                         ));
-                        mount
-                            .take()
-                            .map(|g| g.unmount())
-                            .transpose()
-                            .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+                        mount.take().map(|g| g.unmount()).transpose()?;
                         opts.file_cache = Some(&eng2.files);
                         let target = Path::new("/").join(inside);
                         crate::copy::copy_context_source(
@@ -1121,12 +1257,22 @@ async fn copy_step(
                         })?;
                     } else {
                         for s in sources {
+                            // --parents: under dest at the source's own path.
+                            let target = if c.parents {
+                                dest_path.join(crate::copy::parents_rel(
+                                    &s.pattern,
+                                    &s.path,
+                                    s.kind == berth_context::FileKind::Dir,
+                                ))
+                            } else {
+                                dest_path.to_path_buf()
+                            };
                             crate::copy::copy_context_source(
                                 &ctx,
                                 &s,
                                 &excludes,
                                 dst_root.as_raw_fd(),
-                                dest_path,
+                                &target,
                                 dest_is_dir,
                                 &opts,
                             )
@@ -1141,13 +1287,7 @@ async fn copy_step(
                     let view = eng2.snapshots.scratch()?;
                     let src_merged = view.base.join("merged");
                     std::fs::create_dir_all(&src_merged)?;
-                    let src_guard = berth_sandbox::mount_overlay(
-                        &src_lowers,
-                        &view.upper,
-                        &view.work,
-                        &src_merged,
-                    )
-                    .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+                    let src_guard = view.mount(&src_lowers, &src_merged)?;
                     let src_root = fsops::open_root(&src_merged)?;
                     let skip = |rel: &Path| excludes.is_excluded(&rel.to_string_lossy());
                     let opts = CopyOptions {
@@ -1166,15 +1306,24 @@ async fn copy_step(
                                 "{location}: failed to compute cache key: \"{pattern}\" not found"
                             )));
                         }
-                        all.extend(matches);
+                        all.extend(matches.into_iter().map(|m| (pattern, m)));
                     }
                     let dest_is_dir = dest_is_dir || all.len() > 1;
-                    for m in all {
+                    for (pattern, m) in all {
+                        let target = if c.parents {
+                            let is_dir = fsops::lstat_in_root(src_root.as_raw_fd(), &m)
+                                .ok()
+                                .flatten()
+                                .is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                            dest_path.join(crate::copy::parents_rel(pattern, &m, is_dir))
+                        } else {
+                            dest_path.to_path_buf()
+                        };
                         copy_source(
                             src_root.as_raw_fd(),
                             &m,
                             dst_root.as_raw_fd(),
-                            dest_path,
+                            &target,
                             dest_is_dir,
                             &opts,
                         )
@@ -1183,21 +1332,33 @@ async fn copy_step(
                         })?;
                     }
                     drop(src_root);
-                    src_guard
-                        .unmount()
-                        .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+                    src_guard.unmount()?;
                 }
             }
             drop(dst_root);
             if let Some(g) = mount {
-                g.unmount()
-                    .map_err(|e| BuildError::Sandbox(e.to_string()))?;
+                g.unmount()?;
             }
             Ok(())
         },
     )
     .await;
+    if let Some(mut below) = below {
+        // The layers below come back under the --link layer, and what
+        // follows depends on both.
+        below.append(&mut st.layers);
+        st.layers = below;
+        if result.is_ok() {
+            st.key = link_key(&parent_key, &key);
+        }
+    }
     finish(eng, id, started, result)
+}
+
+/// The filesystem key after a `--link` copy: the layers below and the
+/// copy's own (parent-independent) key.
+fn link_key(parent: &CacheKey, copy: &CacheKey) -> CacheKey {
+    CacheKey::of(&json!({"parent": parent, "link": copy}))
 }
 
 pub fn has_wildcard(s: &str) -> bool {
@@ -1216,6 +1377,7 @@ mod tests {
             args: Vec::new(),
             created: String::new(),
             cmd_set: false,
+            in_image: true,
         }
     }
 

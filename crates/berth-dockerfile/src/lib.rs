@@ -59,3 +59,22 @@ pub use instructions::{
 pub use mount::{Mount, MountType, Sharing};
 pub use parser::{Directive, Heredoc, Warning};
 pub use shell::{expand_heredoc, expand_word, expand_words, ExpandError, Lookup};
+
+/// BuildKit `ParseHeredoc` on one word: `Some` when the whole word is a
+/// heredoc opener (`<<EOF`, `<<-'EOF'`, `3<<EOF`), with its name and flags
+/// (the body is empty). Used by the builder to tell `RUN <<EOF` (the body
+/// is the script) from `RUN <<EOF cmd` (the shell gets the heredoc).
+pub fn parse_heredoc_word(word: &str) -> Option<Heredoc> {
+    parser::parse_heredoc(word).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn heredoc_words() {
+        assert_eq!(super::parse_heredoc_word("<<EOF").unwrap().name, "EOF");
+        assert!(super::parse_heredoc_word("<<-'EOF'").unwrap().chomp);
+        assert!(super::parse_heredoc_word("<<EOF bash").is_none());
+        assert!(super::parse_heredoc_word("cat <<EOF").is_none());
+    }
+}

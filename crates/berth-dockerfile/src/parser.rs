@@ -852,6 +852,69 @@ mod tests {
         assert_eq!(h.name, "one two");
     }
 
+    fn docs_of(src: &str) -> Vec<Heredoc> {
+        let parsed = parse_lines(src).unwrap();
+        parsed.nodes.into_iter().flat_map(|n| n.heredocs).collect()
+    }
+
+    #[test]
+    fn several_heredocs_in_one_run_in_order() {
+        let docs =
+            docs_of("FROM x\nRUN cat <<A - 3<<-'B' <<\"C\"\na1\nA\n\tb1\n\tB\nc $1\nC\nRUN y\n");
+        let got: Vec<_> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.content.as_str(),
+                    d.expand,
+                    d.chomp,
+                    d.file_descriptor,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A", "a1\n", true, false, 0),
+                ("B", "\tb1\n", false, true, 3),
+                ("C", "c $1\n", false, false, 0),
+            ]
+        );
+        // The raw body keeps its tabs; data() strips them for `<<-`.
+        assert_eq!(docs[1].data(), "b1\n");
+    }
+
+    #[test]
+    fn heredoc_terminator_must_match_the_whole_line() {
+        // Trailing spaces, a prefix, or a tab without `<<-` do not end it.
+        let docs = docs_of("FROM x\nRUN <<EOF\nEOF \n EOF\n\tEOF\nEOFX\nEOF\n");
+        assert_eq!(docs[0].content, "EOF \n EOF\n\tEOF\nEOFX\n");
+    }
+
+    #[test]
+    fn heredoc_bodies_are_not_instructions_or_comments() {
+        let parsed = parse_lines("FROM x\nRUN <<EOF\n# comment\nFROM y\n\\\nEOF\nRUN z\n").unwrap();
+        assert_eq!(parsed.nodes.len(), 3);
+        assert_eq!(
+            parsed.nodes[1].heredocs[0].content,
+            "# comment\nFROM y\n\\\n"
+        );
+        assert_eq!(parsed.nodes[2].original, "RUN z");
+    }
+
+    #[test]
+    fn heredoc_after_continuation_lines() {
+        let docs = docs_of("FROM x\nRUN cat \\\n  <<EOF > /f\nbody\nEOF\n");
+        assert_eq!(docs[0].content, "body\n");
+    }
+
+    #[test]
+    fn empty_heredoc_body() {
+        let docs = docs_of("FROM x\nCOPY <<EOF /f\nEOF\n");
+        assert_eq!(docs[0].content, "");
+    }
+
     #[test]
     fn chomp() {
         assert_eq!(chomp_heredoc_content("\t\ta\n\tb\n c\n"), "a\nb\n c\n");

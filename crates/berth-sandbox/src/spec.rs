@@ -90,7 +90,8 @@ pub struct Mount {
     pub kind: MountKind,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// `Debug` never shows a `File`'s contents (secrets).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MountKind {
     /// A directory or file of the builder's filesystem.
     Bind {
@@ -117,9 +118,63 @@ pub enum MountKind {
     },
 }
 
+impl std::fmt::Debug for MountKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountKind::Bind { source, readonly } => f
+                .debug_struct("Bind")
+                .field("source", source)
+                .field("readonly", readonly)
+                .finish(),
+            MountKind::BindOverlay { source } => f
+                .debug_struct("BindOverlay")
+                .field("source", source)
+                .finish(),
+            MountKind::Tmpfs { size } => f.debug_struct("Tmpfs").field("size", size).finish(),
+            MountKind::File {
+                contents,
+                mode,
+                uid,
+                gid,
+            } => f
+                .debug_struct("File")
+                .field("contents", &format_args!("<{} bytes>", contents.len()))
+                .field("mode", &format_args!("{mode:o}"))
+                .field("uid", uid)
+                .field("gid", gid)
+                .finish(),
+            MountKind::Socket { source } => {
+                f.debug_struct("Socket").field("source", source).finish()
+            }
+        }
+    }
+}
+
 /// Which stream a chunk of step output came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputStream {
     Stdout,
     Stderr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_file_contents() {
+        let mut spec = RunSpec::new(Rootfs::Dir("/r".into()), vec!["true".into()]);
+        spec.mounts.push(Mount {
+            target: "/run/secrets/x".into(),
+            kind: MountKind::File {
+                contents: b"s3cr3t-value".to_vec(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        });
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("<12 bytes>"), "{shown}");
+    }
 }

@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_build::{
-    BuildOptions, Event, LayerCompression, MediaTypes, NetworkMode, Platform, Progress,
-};
+use berth_build::{BuildOptions, LayerCompression, MediaTypes, NetworkMode, Platform};
 use berth_copy::{ArchiveKind, Endpoint, Location, Options};
 use berth_oci::ImageRef;
 use berth_root::LocalRoot;
 use clap::Args;
+
+use crate::build_progress::Display;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -71,6 +71,18 @@ pub struct BuildArgs {
     /// Speak plain HTTP to registries (loopback addresses always do)
     #[arg(long)]
     insecure: bool,
+    /// Secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR][,type=file|env]; repeatable
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY...]]; repeatable
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
+    /// External cache sources: REF (an image with inline cache, or a cache manifest), type=registry,ref=REF, type=local,src=DIR[,tag=T|digest=D]; repeatable
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
+    /// Cache export destinations: type=inline, type=registry,ref=REF[,mode=min|max][,oci-mediatypes=true][,image-manifest=false], type=local,dest=DIR[,mode=min|max]; repeatable
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
 }
 
 /// One `--output`.
@@ -149,33 +161,6 @@ fn parse_kv(items: &[String], what: &str, from_env: bool) -> Result<BTreeMap<Str
         }
     }
     Ok(map)
-}
-
-/// Renders progress events like BuildKit's `--progress=plain`.
-fn renderer(quiet: bool) -> Progress {
-    if quiet {
-        return Progress::silent();
-    }
-    let starts: Arc<Mutex<BTreeMap<usize, Instant>>> = Arc::default();
-    Progress::new(move |e| {
-        let mut err = std::io::stderr().lock();
-        let _ = match e {
-            Event::Started { id, name } => {
-                starts.lock().unwrap().insert(id, Instant::now());
-                writeln!(err, "#{id} {name}")
-            }
-            Event::Cached { id } => writeln!(err, "#{id} CACHED"),
-            Event::Output { id, line } => writeln!(err, "#{id} {line}"),
-            Event::Done { id, elapsed } => {
-                writeln!(err, "#{id} DONE {:.1}s", elapsed.as_secs_f64())
-            }
-            Event::Failed { id, error } => {
-                let first = error.lines().next().unwrap_or_default().to_string();
-                writeln!(err, "#{id} ERROR: {first}")
-            }
-            Event::Warning(w) => writeln!(err, "WARNING: {w}"),
-        };
-    })
 }
 
 /// The local repository and tag a `-t`/`name=` value is stored under.
@@ -302,6 +287,9 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     }
     let labels = parse_kv(&args.labels, "--label", false)?;
     let network = NetworkMode::parse(&args.network).map_err(|e| anyhow!(e))?;
+    let (secrets, ssh) =
+        berth_build::mounts::parse_flags(&args.secrets, &args.ssh).map_err(|e| anyhow!(e))?;
+    let remote_cache = remote_cache_of(&args, &build_args, &platform)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -319,6 +307,15 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
             repo,
         )) as Box<dyn Endpoint>)
     });
+    let display = {
+        use std::io::IsTerminal;
+        match args.progress.as_str() {
+            _ if quiet => Display::quiet(),
+            "tty" => Display::tty(),
+            "auto" if std::io::stderr().is_terminal() => Display::tty(),
+            _ => Display::plain(),
+        }
+    };
     let opts = BuildOptions {
         root: root.clone(),
         context,
@@ -343,13 +340,16 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         insecure: args.insecure,
         helper_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
         full_id_range: ns.full_id_range,
-        progress: renderer(quiet),
+        progress: display.progress.clone(),
         local: Arc::clone(&repos),
         blobs,
+        secrets,
+        ssh,
+        remote_cache: remote_cache.clone(),
     };
-    let result = rt
-        .block_on(berth_build::build(opts))
-        .map_err(|e| anyhow!("{e}"))?;
+    let result = rt.block_on(berth_build::build(opts));
+    display.finish();
+    let result = result.map_err(|e| anyhow!("{e}"))?;
     let digest = result.image.digest().clone();
     let config_digest = result.image.config_digest.clone();
     let copy_opts = Options {
@@ -361,11 +361,38 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     };
     let mut names_done = Vec::new();
     rt.block_on(async {
+        if let Some(rc) = &remote_cache {
+            // These outputs read the store: imported layers come in first.
+            if outputs
+                .iter()
+                .any(|o| matches!(o.kind.as_str(), "local" | "tar"))
+            {
+                rc.fetch_all(&result.image.blobs, &result.layers)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
         for o in &outputs {
-            export(&result.image, o, &copy_opts, &repos, quiet, &mut names_done).await?;
+            export(
+                &result.image,
+                remote_cache.as_deref(),
+                o,
+                &copy_opts,
+                &repos,
+                quiet,
+                &mut names_done,
+            )
+            .await?;
         }
         anyhow::Ok(())
     })?;
+    if let Some(rc) = &remote_cache {
+        // Imported layers an output stored locally now answer from the
+        // local index too.
+        if let Ok(index) = berth_build::cache::CacheIndex::open(&root) {
+            rc.record_local_hits(&index, &result.image.blobs);
+        }
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, config_digest.to_string())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
@@ -398,8 +425,40 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     Ok(())
 }
 
+/// `--cache-from` / `--cache-to` / `BUILDKIT_INLINE_CACHE=1`, if any.
+fn remote_cache_of(
+    args: &BuildArgs,
+    build_args: &BTreeMap<String, String>,
+    platform: &Platform,
+) -> Result<Option<Arc<berth_build::remote_cache::RemoteCache>>> {
+    use berth_build::remote_cache::{self as rc, CacheTo};
+    let imports = args
+        .cache_from
+        .iter()
+        .map(|s| rc::parse_cache_from(s).map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut exports = args
+        .cache_to
+        .iter()
+        .map(|s| rc::parse_cache_to(s).map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    if rc::inline_cache_arg(build_args) && !exports.contains(&CacheTo::Inline) {
+        exports.push(CacheTo::Inline);
+    }
+    if imports.is_empty() && exports.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(rc::RemoteCache::new(
+        imports,
+        exports,
+        args.insecure,
+        platform.clone(),
+    ))))
+}
+
 async fn export(
     image: &berth_build::BuiltImage,
+    cache: Option<&berth_build::remote_cache::RemoteCache>,
     o: &Output,
     copy_opts: &Options,
     repos: &berth_build::LocalRepos,
@@ -411,6 +470,13 @@ async fn export(
         reference: None,
     };
     let top = image.digest().to_string();
+    // Layers taken from an imported cache may not be local: they stream
+    // from (or are mounted across) the cache's registry.
+    let lazy = cache.map(|c| c.image_source(image));
+    let source: &dyn Endpoint = match &lazy {
+        Some(l) => l,
+        None => image,
+    };
     match o.kind.as_str() {
         "image" | "registry" => {
             for name in &o.names {
@@ -418,7 +484,7 @@ async fn export(
                 if o.kind == "image" {
                     let dst = repos(&repo).map_err(|e| anyhow!("{e}"))?;
                     berth_copy::copy_endpoints(
-                        image,
+                        source,
                         &what,
                         &top,
                         dst.as_ref(),
@@ -435,7 +501,7 @@ async fn export(
                     }
                     let dst = berth_copy::open(&Location::Registry(r.clone()), copy_opts, true)?;
                     berth_copy::copy_endpoints(
-                        image,
+                        source,
                         &what,
                         &top,
                         dst.as_ref(),
@@ -481,7 +547,7 @@ async fn export(
                     }
                 };
                 berth_copy::copy_endpoints(
-                    image,
+                    source,
                     &what,
                     &top,
                     &writer,

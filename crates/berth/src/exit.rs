@@ -93,6 +93,15 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// Someone else holds what the command needs (a running build, gc): exit
+/// code 7.
+pub fn locked(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Classified {
+        failure: Failure::Locked,
+        message: message.into(),
+    })
+}
+
 /// Something the user named does not exist: exit code 3.
 pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Classified {

@@ -3,6 +3,8 @@
 mod archive;
 mod artifact;
 mod build;
+mod build_progress;
+mod builder;
 mod copy;
 mod exit;
 mod images;
@@ -42,11 +44,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile (daemonless, rootless, cached, parallel)
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Serve the local root as an OCI distribution registry
     Serve(serve::ServeArgs),
     /// Remove blobs no manifest references (offline: stop the server first)
     Gc(serve::GcArgs),
+    /// Manage the build cache (`builder prune [--all]`)
+    #[command(subcommand)]
+    Builder(builder::BuilderCommand),
     /// Check the local root: re-hash every blob, resolve every manifest's references
     Fsck,
     /// Copy an image between registries, OCI layouts (oci:PATH[:TAG]) and the local store (local:REPO[:TAG])
@@ -126,9 +131,10 @@ fn main() -> ExitCode {
         });
     }
     let result = match cli.command {
-        Command::Build(args) => build_command(cli.root, args),
+        Command::Build(args) => build_command(cli.root, *args),
         Command::Serve(args) => serve::serve(cli.root, cli.log_level, cli.debug, args),
         Command::Gc(args) => serve::gc(cli.root, args),
+        Command::Builder(cmd) => builder::builder(cli.root, cmd),
         Command::Fsck => serve::fsck(cli.root),
         Command::Copy(args) => copy::copy(cli.root, args),
         Command::Pull(args) => copy::pull(cli.root, args),

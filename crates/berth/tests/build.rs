@@ -130,14 +130,23 @@ impl Env {
         self.berth_env(args, &[])
     }
 
-    /// A build context directory with these files (and directories for
-    /// names ending in `/`).
+    /// A build context directory with these files (and the directories
+    /// they are in).
     fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.work.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         self.give(&dir);
         for (path, text) in files {
-            self.write(&dir.join(path), text);
+            let path = dir.join(path);
+            for parent in path.ancestors().skip(1).take_while(|p| *p != dir) {
+                if !parent.exists() {
+                    std::fs::create_dir_all(parent).unwrap();
+                }
+            }
+            for parent in path.ancestors().skip(1).take_while(|p| *p != dir) {
+                self.give(parent);
+            }
+            self.write(&path, text);
         }
         dir
     }
@@ -363,7 +372,7 @@ fn blob(layout: &Path, digest: &str) -> Vec<u8> {
 fn entries(bytes: &[u8]) -> Vec<Entry> {
     let mut plain = Vec::new();
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes)
+        flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut plain)
             .unwrap();
     } else {
@@ -1411,4 +1420,375 @@ fn hostile_base_layer_cannot_escape() {
         assert!(!env.images().contains("fromhostile"));
     }
     env.fsck_clean();
+}
+
+/// Every entry of a directory tree: path, type, mode, owner, contents or
+/// link target.
+fn tree_listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                format!(
+                    "= {:?}",
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap())
+                )
+            };
+            out.push(format!(
+                "{rel} {:o} {}:{} {what}",
+                m.mode(),
+                m.uid(),
+                m.gid()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// With `BERTH_SNAPSHOTTER=native` (the copy-based fallback for where
+/// overlayfs cannot be mounted) a build makes the same image as with
+/// overlayfs: byte for byte under SOURCE_DATE_EPOCH, and the same final
+/// filesystem where the two may encode a layer differently (a directory
+/// replaced whole is an opaque marker in overlay, whiteouts natively).
+fn scenario_copy_based_snapshots(env_for: &dyn Fn() -> Env) {
+    let same_bytes = "FROM base:1 AS one\n\
+        RUN mkdir -p /d/e && echo f > /d/e/f && ln -s /d/e/f /d/link && ln /d/e/f /d/hard\n\
+        FROM base:1\n\
+        COPY --from=one /d /copied\n\
+        COPY dir /dir\n\
+        COPY in.txt /etc/\n\
+        WORKDIR /w/x\n\
+        RUN rm /etc/group && chmod 700 /etc && echo more >> /etc/passwd && rm -r /tmp && \
+            mkdir -p /var/new && chown 7:8 /var/new && touch /w/x/t\n\
+        RUN chmod 600 /copied/e/f && rm /dir/a\n";
+    let replaced = "FROM base:1\n\
+        RUN mkdir -p /d/sub && echo 1 > /d/one && echo 2 > /d/sub/two\n\
+        RUN rm -rf /d && mkdir /d && echo 3 > /d/three && rm -rf /bin/* && ln -s /x /bin/sh2\n";
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let mut digests = Vec::new();
+    let mut trees = Vec::new();
+    for mode in ["overlay", "native"] {
+        let env = env_for();
+        let ctx = env.context(
+            "ctx",
+            &[
+                ("Dockerfile", same_bytes),
+                ("in.txt", "x\n"),
+                ("dir/a", "a"),
+                ("dir/b/c", "c"),
+            ],
+        );
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_650_000_000);
+        for f in ["in.txt", "dir/a", "dir/b/c"] {
+            std::fs::File::options()
+                .write(true)
+                .open(ctx.join(f))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        let mut vars = sde.to_vec();
+        vars.push(("BERTH_SNAPSHOTTER", mode));
+        env.build_env(&ctx, &["-t", "same:1"], &vars).ok();
+        let img = env.image("library/same:1");
+        digests.push((img.manifest_digest.clone(), img));
+
+        let ctx2 = env.context("ctx2", &[("Dockerfile", replaced)]);
+        let out = env.work.join("out");
+        env.build_env(
+            &ctx2,
+            &["-o", &format!("type=local,dest={}", out.display())],
+            &vars,
+        )
+        .ok();
+        trees.push(tree_listing(&out));
+    }
+    assert_eq!(
+        digests[0].0,
+        digests[1].0,
+        "overlay and copy-based snapshots made different images:\n{:#}\n{:#?}\n---\n{:#}\n{:#?}",
+        digests[0].1.config,
+        digests[0]
+            .1
+            .layers
+            .iter()
+            .skip(1)
+            .map(|l| l
+                .iter()
+                .map(|e| (&e.path, e.mode, e.uid, e.kind))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        digests[1].1.config,
+        digests[1]
+            .1
+            .layers
+            .iter()
+            .skip(1)
+            .map(|l| l
+                .iter()
+                .map(|e| (&e.path, e.mode, e.uid, e.kind))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+    );
+    let img = &digests[1].1;
+    assert_eq!(img.text("copied/e/f"), "f\n");
+    assert_eq!(img.file("copied/e/f").unwrap().mode & 0o7777, 0o600);
+    assert!(img
+        .layers
+        .last()
+        .unwrap()
+        .iter()
+        .any(|e| e.path == "dir/.wh.a"));
+    assert_eq!(trees[0], trees[1], "final filesystems differ");
+    assert!(
+        trees[1].iter().any(|l| l.starts_with("d/three ")),
+        "{:#?}",
+        trees[1]
+    );
+    assert!(
+        !trees[1].iter().any(|l| l.starts_with("d/one ")),
+        "{:#?}",
+        trees[1]
+    );
+    assert!(
+        trees[1].iter().any(|l| l.starts_with("bin/sh2 ")),
+        "{:#?}",
+        trees[1]
+    );
+    assert!(
+        !trees[1].iter().any(|l| l.starts_with("bin/busybox ")),
+        "{:#?}",
+        trees[1]
+    );
+}
+
+#[test]
+fn copy_based_snapshots_make_the_same_image() {
+    scenario_copy_based_snapshots(&Env::new);
+}
+
+#[test]
+fn rootless_copy_based_snapshots_make_the_same_image() {
+    if Env::rootless().is_none() {
+        return;
+    }
+    scenario_copy_based_snapshots(&|| Env::rootless().unwrap());
+}
+
+/// `berth builder prune` removes what no cache record can reach (a
+/// `--no-cache` rerun's superseded snapshots) and keeps the cache working;
+/// `--all` empties it, so the next build runs every step.
+fn scenario_builder_prune(env: &Env) {
+    let ctx = env.context(
+        "ctx-prune",
+        &[("Dockerfile", STAMP_DOCKERFILE), ("input.txt", "one\n")],
+    );
+    env.build(&ctx, &["-t", "stamp:1"]).ok();
+    env.build(&ctx, &["-t", "stamp:1", "--no-cache"]).ok();
+    let snapshots = || {
+        std::fs::read_dir(env.root.join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = snapshots();
+
+    let out = ok(env.berth(&["builder", "prune", "-f"]));
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert!(snapshots() < before, "superseded snapshots removed:\n{out}");
+    assert!(!out.contains("Deleted build cache: 0 snapshots"), "{out}");
+    env.build(&ctx, &["-t", "stamp:1"])
+        .ok()
+        .assert_all(Status::Cached);
+    env.fsck_clean();
+
+    let out = ok(env.berth(&["builder", "prune", "--all", "--force"]));
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    let left: Vec<String> = std::fs::read_dir(env.root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "tmp" && n != "empty")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    env.build(&ctx, &["-t", "stamp:1"])
+        .ok()
+        .assert_all(Status::Done);
+    // The images themselves are untouched.
+    env.image("library/stamp:1");
+    env.fsck_clean();
+}
+
+#[test]
+fn builder_prune() {
+    scenario_builder_prune(&Env::new());
+}
+
+#[test]
+fn rootless_builder_prune() {
+    if let Some(env) = Env::rootless() {
+        scenario_builder_prune(&env);
+    }
+}
+
+/// `--progress auto` on a terminal (and `tty` anywhere) is BuildKit's live
+/// display: redrawn in place, a FINISHED header, every step with its time.
+#[test]
+fn live_progress_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: script (util-linux) is not installed");
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx-tty",
+        &[(
+            "Dockerfile",
+            "FROM base:1\nRUN for i in 1 2 3; do echo step-output-$i; sleep 0.3; done\nCOPY Dockerfile /\n",
+        )],
+    );
+    let cmd = format!(
+        "{} --root {} build {}",
+        env!("CARGO_BIN_EXE_berth"),
+        env.root.display(),
+        ctx.display()
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("BERTH_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("\x1b[2K"), "drawn in place: {all:?}");
+    assert!(all.contains("FINISHED"), "{all:?}");
+    assert!(all.contains("=> [stage-0 2/3] RUN for i in"), "{all:?}");
+    assert!(
+        all.contains("=> => # step-output-1"),
+        "output under the running step: {all:?}"
+    );
+    assert!(!all.contains("#2 DONE"), "no plain lines: {all:?}");
+
+    // Not a terminal: plain lines, unless tty is asked for.
+    let plain = env.berth(&["build", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(err.contains("CACHED") && !err.contains('\x1b'), "{err}");
+    let tty = env.berth(&["build", "--progress", "tty", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&tty.stderr);
+    assert!(
+        err.contains("[+] Building") && err.contains('\x1b'),
+        "{err}"
+    );
+}
+
+/// `FROM --platform` picks the platform of that stage's base only: the
+/// cross-compiling pattern builds on the build machine's image and ships a
+/// target-platform image; a base that lacks the named platform is refused.
+#[test]
+fn per_stage_from_platform() {
+    let env = Env::new();
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other = if host == "arm64" { "amd64" } else { "arm64" };
+    let ctx = env.context(
+        "ctx-platform",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM base:1 AS tools\n\
+             ARG TARGETARCH\n\
+             RUN echo built for $TARGETARCH > /out\n\
+             FROM scratch\n\
+             COPY --from=tools /out /out\n",
+        )],
+    );
+    env.build(
+        &ctx,
+        &["--platform", &format!("linux/{other}"), "-t", "cross:1"],
+    )
+    .ok();
+    let img = env.image("library/cross:1");
+    assert_eq!(img.config["architecture"], other);
+    assert_eq!(img.text("out"), format!("built for {other}\n"));
+
+    let ctx = env.context(
+        "ctx-platform-bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM --platform=linux/{other} base:1\nRUN true\n"),
+        )],
+    );
+    let b = env.build(&ctx, &[]);
+    let err = b.failed();
+    assert!(err.contains(&format!("linux/{other}")), "{err}");
+}
+
+/// A stage only copied from makes no layer blobs (its steps are cached as
+/// snapshots, as BuildKit's are); building it as the target later reuses
+/// those steps and makes its blobs then: the same image a fresh build makes.
+#[test]
+fn side_stages_make_blobs_only_when_an_image_needs_them() {
+    let dockerfile = "FROM base:1 AS side\n\
+        RUN head -c 100000 /dev/zero | tr '\\\\0' x > /side-data && echo $RANDOM$RANDOM > /stamp\n\
+        FROM base:1\n\
+        COPY --from=side /side-data /copied\n";
+    let blobs = |env: &Env| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(env.root.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+            .collect()
+    };
+    let env = Env::new();
+    let ctx = env.context("ctx-side", &[("Dockerfile", dockerfile)]);
+    let before = blobs(&env);
+    env.build(&ctx, &["-t", "main:1"]).ok();
+    let main = env.image("library/main:1");
+    let mut referenced: std::collections::BTreeSet<String> = main.manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    referenced.insert(
+        main.manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    referenced.insert(main.manifest_digest.clone());
+    let new: Vec<String> = blobs(&env).difference(&before).cloned().collect();
+    assert!(!new.is_empty());
+    for b in &new {
+        assert!(
+            referenced.contains(b),
+            "blob {b} belongs to no image: the side stage's?"
+        );
+    }
+
+    // The side stage as the target: every step cached (the stamp proves
+    // the RUN did not run again), its layer blob made now.
+    let side = env.build(&ctx, &["--target", "side", "-t", "side:1"]);
+    side.ok().assert_all(Status::Cached);
+    let img = env.image("library/side:1");
+    assert_eq!(img.text("side-data").len(), 100000);
+    let stamp = img.text("stamp");
+    assert_eq!(main.text("copied").len(), 100000);
+    env.fsck_clean();
+    let again = env.build(&ctx, &["--target", "side", "-t", "side:1"]);
+    again.ok().assert_all(Status::Cached);
+    assert_eq!(again.digest(), side.digest());
+    assert_eq!(env.image("library/side:1").text("stamp"), stamp);
 }
