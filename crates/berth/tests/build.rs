@@ -7,7 +7,6 @@
 //! root per test; nothing reaches beyond 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,6 +15,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 mod common;
+use common::layers::{entries, Image};
+use common::{berth_user, is_root};
 
 /// One test's directory, its root, and who runs berth in it.
 struct Env {
@@ -26,21 +27,6 @@ struct Env {
     user: Option<(u32, u32)>,
 }
 
-/// The uid and gid of the unprivileged user `berth`, if it exists.
-fn berth_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"berth") && f.len() > 3)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 impl Env {
     /// A fresh root with `base:1` imported (busybox), as the test's own user.
@@ -343,103 +329,7 @@ impl Build {
     }
 }
 
-/// One entry of a layer tarball.
-#[derive(Debug, Clone)]
-struct Entry {
-    path: String,
-    uid: u64,
-    gid: u64,
-    kind: tar::EntryType,
-    mode: u32,
-    mtime: u64,
-    data: Vec<u8>,
-}
-
-/// An image read from an OCI layout.
-struct Image {
-    manifest_digest: String,
-    manifest: Value,
-    config: Value,
-    layers: Vec<Vec<Entry>>,
-}
-
-fn blob(layout: &Path, digest: &str) -> Vec<u8> {
-    let (alg, hex) = digest.split_once(':').unwrap();
-    std::fs::read(layout.join("blobs").join(alg).join(hex)).unwrap()
-}
-
-/// The entries of a (gzip-compressed or plain) layer tarball.
-fn entries(bytes: &[u8]) -> Vec<Entry> {
-    let mut plain = Vec::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut plain)
-            .unwrap();
-    } else {
-        plain = bytes.to_vec();
-    }
-    let mut ar = tar::Archive::new(plain.as_slice());
-    let mut out = Vec::new();
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let h = e.header().clone();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.push(Entry {
-            path: path.trim_start_matches("./").to_string(),
-            uid: h.uid().unwrap(),
-            gid: h.gid().unwrap(),
-            kind: h.entry_type(),
-            mode: h.mode().unwrap(),
-            mtime: h.mtime().unwrap(),
-            data,
-        });
-    }
-    out
-}
-
 impl Image {
-    fn from_layout(dir: &Path) -> Image {
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-        let manifest_digest = index["manifests"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let manifest: Value = serde_json::from_slice(&blob(dir, &manifest_digest)).unwrap();
-        let config: Value =
-            serde_json::from_slice(&blob(dir, manifest["config"]["digest"].as_str().unwrap()))
-                .unwrap();
-        let layers = manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| entries(&blob(dir, l["digest"].as_str().unwrap())))
-            .collect();
-        Image {
-            manifest_digest,
-            manifest,
-            config,
-            layers,
-        }
-    }
-
-    /// The last layer entry at `path` (the image's view of it, whiteouts aside).
-    fn file(&self, path: &str) -> Option<&Entry> {
-        self.layers
-            .iter()
-            .flatten()
-            .rfind(|e| e.path.trim_end_matches('/') == path)
-    }
-
-    fn text(&self, path: &str) -> String {
-        let e = self
-            .file(path)
-            .unwrap_or_else(|| panic!("{path} is not in any layer"));
-        String::from_utf8(e.data.clone()).unwrap()
-    }
-
     fn env(&self) -> Vec<String> {
         self.config["config"]["Env"]
             .as_array()

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 mod common;
+use common::berth_user;
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -26,16 +27,6 @@ struct Env {
 struct Machine<'a> {
     env: &'a Env,
     root: PathBuf,
-}
-
-fn berth_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"berth") && f.len() > 3)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
 }
 
 impl Env {

@@ -14,25 +14,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-
 mod common;
+use common::berth_user;
+use common::layers::Image;
 
 struct Env {
     _tmp: tempfile::TempDir,
     work: PathBuf,
     root: PathBuf,
     user: Option<(u32, u32)>,
-}
-
-fn berth_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"berth") && f.len() > 3)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
 }
 
 impl Env {
@@ -192,99 +182,7 @@ fn cached(log: &str, needle: &str) -> bool {
         .any(|id| log.lines().any(|l| l == format!("#{id} CACHED")))
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    path: String,
-    uid: u64,
-    gid: u64,
-    kind: tar::EntryType,
-    mode: u32,
-    mtime: u64,
-    link: Option<String>,
-    data: Vec<u8>,
-}
-
-struct Image {
-    config: Value,
-    layers: Vec<Vec<Entry>>,
-}
-
-fn blob(layout: &Path, digest: &str) -> Vec<u8> {
-    let (alg, hex) = digest.split_once(':').unwrap();
-    std::fs::read(layout.join("blobs").join(alg).join(hex)).unwrap()
-}
-
-fn entries(bytes: &[u8]) -> Vec<Entry> {
-    let mut plain = Vec::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut plain)
-            .unwrap();
-    } else {
-        plain = bytes.to_vec();
-    }
-    let mut ar = tar::Archive::new(plain.as_slice());
-    let mut out = Vec::new();
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let h = e.header().clone();
-        let link = e
-            .link_name()
-            .unwrap()
-            .map(|l| l.to_string_lossy().into_owned());
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.push(Entry {
-            path: path
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_string(),
-            uid: h.uid().unwrap(),
-            gid: h.gid().unwrap(),
-            kind: h.entry_type(),
-            mode: h.mode().unwrap() & 0o7777,
-            mtime: h.mtime().unwrap(),
-            link,
-            data,
-        });
-    }
-    out
-}
-
 impl Image {
-    fn from_layout(dir: &Path) -> Image {
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-        let manifest: Value = serde_json::from_slice(&blob(
-            dir,
-            index["manifests"][0]["digest"].as_str().unwrap(),
-        ))
-        .unwrap();
-        let config: Value =
-            serde_json::from_slice(&blob(dir, manifest["config"]["digest"].as_str().unwrap()))
-                .unwrap();
-        let layers = manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| entries(&blob(dir, l["digest"].as_str().unwrap())))
-            .collect();
-        Image { config, layers }
-    }
-
-    /// The topmost entry at `path`.
-    fn file(&self, path: &str) -> Option<&Entry> {
-        self.layers.iter().flatten().rfind(|e| e.path == path)
-    }
-
-    fn text(&self, path: &str) -> String {
-        let e = self
-            .file(path)
-            .unwrap_or_else(|| panic!("{path} is not in any layer"));
-        String::from_utf8(e.data.clone()).unwrap()
-    }
-
     fn mode(&self, path: &str) -> u32 {
         self.file(path)
             .unwrap_or_else(|| panic!("{path} is not in any layer"))

@@ -2,6 +2,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod layers;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -147,4 +149,20 @@ pub fn busybox_rootfs(dir: &Path) -> Option<std::path::PathBuf> {
     }
     b.finish().unwrap();
     Some(path)
+}
+
+/// The uid and gid of the user `berth` the rootless tests run as.
+pub fn berth_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&"berth") && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
