@@ -16,7 +16,6 @@ use serde_json::Value;
 
 mod common;
 use common::layers::{entries, Image};
-use common::{berth_user, is_root};
 
 /// One test's directory, its root, and who runs berth in it.
 struct Env {
@@ -27,7 +26,6 @@ struct Env {
     user: Option<(u32, u32)>,
 }
 
-
 impl Env {
     /// A fresh root with `base:1` imported (busybox), as the test's own user.
     fn new() -> Env {
@@ -37,37 +35,17 @@ impl Env {
     /// The same as the user `berth`, in a directory it owns under /tmp.
     /// `None` (and a message) when that is impossible here.
     fn rootless() -> Option<Env> {
-        if !is_root() {
-            eprintln!("SKIP: the rootless tests start berth as user `berth` and need root");
-            return None;
-        }
-        let Some(user) = berth_user() else {
-            eprintln!("SKIP: no user `berth` (with /etc/subuid and /etc/subgid ranges)");
-            return None;
-        };
-        Some(Env::with_user(Some(user)))
+        common::rootless_user().map(|user| Env::with_user(Some(user)))
     }
 
     fn with_user(user: Option<(u32, u32)>) -> Env {
-        let tmp = tempfile::Builder::new()
-            .prefix("berth-build-test.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let work = tmp.path().to_path_buf();
-        if let Some((uid, gid)) = user {
-            // The user must reach its files: /tmp is 1777, the dir is its own.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
-        }
+        let (tmp, work) = common::work_dir("berth-build-test.", user);
         let env = Env {
             root: work.join("root"),
             work,
             _tmp: tmp,
             user,
         };
-        let rootfs = common::busybox_rootfs(&env.work).expect("a static /bin/busybox");
-        env.give(&rootfs);
         // Relative (berth runs in `work`): the history comment names the
         // file, and base images of different roots must be identical.
         ok(env.berth_env(

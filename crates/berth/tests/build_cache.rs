@@ -15,7 +15,6 @@ use base64::Engine as _;
 use serde_json::Value;
 
 mod common;
-use common::berth_user;
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -31,37 +30,16 @@ struct Machine<'a> {
 
 impl Env {
     fn new(user: Option<(u32, u32)>) -> Env {
-        let tmp = tempfile::Builder::new()
-            .prefix("berth-cache-test.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let work = tmp.path().to_path_buf();
-        if let Some((uid, gid)) = user {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
-        }
-        let env = Env {
+        let (tmp, work) = common::work_dir("berth-cache-test.", user);
+        Env {
             _tmp: tmp,
             work,
             user,
-        };
-        let rootfs = common::busybox_rootfs(&env.work).expect("a static /bin/busybox");
-        env.give(&rootfs);
-        env
+        }
     }
 
     fn rootless() -> Option<Env> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: the rootless tests need root to start berth as `berth`");
-            return None;
-        }
-        let Some(user) = berth_user() else {
-            eprintln!("SKIP: no user `berth`");
-            return None;
-        };
-        Some(Env::new(Some(user)))
+        common::rootless_user().map(|user| Env::new(Some(user)))
     }
 
     fn give(&self, path: &Path) {

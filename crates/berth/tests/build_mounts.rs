@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{berth_user, is_root};
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -28,36 +27,17 @@ impl Env {
     }
 
     fn rootless() -> Option<Env> {
-        if !is_root() {
-            eprintln!("SKIP: the rootless tests start berth as user `berth` and need root");
-            return None;
-        }
-        let Some(user) = berth_user() else {
-            eprintln!("SKIP: no user `berth`");
-            return None;
-        };
-        Some(Env::with_user(Some(user)))
+        common::rootless_user().map(|user| Env::with_user(Some(user)))
     }
 
     fn with_user(user: Option<(u32, u32)>) -> Env {
-        let tmp = tempfile::Builder::new()
-            .prefix("berth-mounts-test.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let work = tmp.path().to_path_buf();
-        if let Some((uid, gid)) = user {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
-        }
+        let (tmp, work) = common::work_dir("berth-mounts-test.", user);
         let env = Env {
             root: work.join("root"),
             work,
             _tmp: tmp,
             user,
         };
-        let rootfs = common::busybox_rootfs(&env.work).expect("a static /bin/busybox");
-        env.give(&rootfs);
         ok(env.berth(&["import", "busybox-rootfs.tar", "base:1"], &[]));
         env
     }

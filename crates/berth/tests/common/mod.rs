@@ -166,3 +166,36 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// User `berth`'s ids when the rootless tests can run here (as root, with
+/// that user present); otherwise says why they are skipped.
+pub fn rootless_user() -> Option<(u32, u32)> {
+    if !is_root() {
+        eprintln!("SKIP: the rootless tests start berth as user `berth` and need root");
+        return None;
+    }
+    let user = berth_user();
+    if user.is_none() {
+        eprintln!("SKIP: no user `berth` (with /etc/subuid and /etc/subgid ranges)");
+    }
+    user
+}
+
+/// A fresh work directory under /tmp for one test, holding the busybox
+/// rootfs as `busybox-rootfs.tar`; owned by `user` when given (berth then
+/// runs as that user and must reach its files).
+pub fn work_dir(prefix: &str, user: Option<(u32, u32)>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    let work = tmp.path().to_path_buf();
+    let rootfs = busybox_rootfs(&work).expect("a static /bin/busybox");
+    if let Some((uid, gid)) = user {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(&rootfs, Some(uid), Some(gid)).unwrap();
+    }
+    (tmp, work)
+}
