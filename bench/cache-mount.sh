@@ -10,6 +10,7 @@
 #
 # Usage: bench/cache-mount.sh [--runs N] [--no-build] [--no-docker]
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 RUNS=5
 BUILD=1
@@ -44,22 +45,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "$DOCKER_TOO" = 1 ] && ! docker info >/dev/null 2>&1; then
-    dockerd >"$W/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
-    for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-    docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $W/dockerd.log" >&2; exit 1; }
-fi
+[ "$DOCKER_TOO" = 1 ] && start_dockerd "$W"
 export DOCKER_BUILDKIT=1
 
 # The base image: busybox-static, in both tools.
-mkdir -p "$W/rootfs/bin" "$W/rootfs/etc" "$W/rootfs/tmp"
-cp /bin/busybox "$W/rootfs/bin/"
-for a in $("$W/rootfs/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$W/rootfs/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$W/rootfs/etc/passwd"
-echo 'root:x:0:' >"$W/rootfs/etc/group"
-chmod 1777 "$W/rootfs/tmp"
-tar -C "$W/rootfs" -cf "$W/base.tar" .
+busybox_base_tar "$W"
 BASE=berth-bench/base:1
 ROOT=$W/root
 "$BERTH" --root "$ROOT" import "$W/base.tar" "$BASE" >/dev/null
