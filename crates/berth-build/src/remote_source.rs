@@ -67,12 +67,18 @@ fn url_filename(url: &str) -> String {
     let no_frag = after_scheme.split('#').next().unwrap_or("");
     let no_query = no_frag.split('?').next().unwrap_or("");
     let path = no_query.find('/').map_or("", |i| &no_query[i..]);
-    let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let decoded = percent_decode(base);
-    if decoded.is_empty() || decoded == "." || decoded == ".." {
+    // Decode first, as Go's url.Parse does before path.Base: an encoded
+    // `%2F` must not smuggle a `/` into the file name.
+    let decoded = percent_decode(path);
+    let base = decoded
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if base.is_empty() || base == "." || base == ".." {
         "__unnamed__".into()
     } else {
-        decoded
+        base.to_string()
     }
 }
 
@@ -92,9 +98,7 @@ fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    let s = String::from_utf8_lossy(&out).into_owned();
-    // A decoded `/` must not make the name a path.
-    s.replace('/', "_")
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// BuildKit's git URL forms (`gitutil.ParseGitRef`): `git@`, `git://`,
@@ -550,6 +554,8 @@ mod tests {
         assert_eq!(url_filename("https://h/a/b/file.tar.gz"), "file.tar.gz");
         assert_eq!(url_filename("https://h/a/b/file.txt?x=1#f"), "file.txt");
         assert_eq!(url_filename("https://h/"), "__unnamed__");
+        assert_eq!(url_filename("https://h/x/..%2F..%2Fetc%2Fpasswd"), "passwd");
+        assert_eq!(url_filename("https://h/a%2F.."), "__unnamed__");
         assert_eq!(url_filename("https://h"), "__unnamed__");
         assert_eq!(url_filename("http://h/dir/"), "dir");
         assert_eq!(url_filename("http://h/a%20b"), "a b");
