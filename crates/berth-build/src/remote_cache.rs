@@ -1582,6 +1582,85 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Imported cache configs come from registries: mutated ones (bytes
+    /// flipped, cut, indices out of range) are errors or fewer records,
+    /// never a panic. A deterministic mutation loop in place of a
+    /// libFuzzer target (which would need the whole HTTP stack built with
+    /// sanitizers).
+    #[test]
+    fn corrupt_cache_configs_never_panic() {
+        let blob = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let valid = json!({
+            "layers": [
+                {"blob": blob('a'), "parent": -1,
+                 "annotations": {"diffID": blob('d'),
+                                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}},
+                {"blob": blob('b')},
+            ],
+            "records": [
+                {"digest": blob('1'), "layers": [{"layer": 0, "createdAt": "2026-01-01T00:00:00Z"}]},
+                {"digest": blob('2'), "layers": [{"layer": 1}], "inputs": [[{"selector": "", "link": 0}]]},
+            ]
+        })
+        .to_string()
+        .into_bytes();
+        let descs: Descs = ['a', 'b']
+            .iter()
+            .map(|c| {
+                let d: Digest = blob(*c).parse().unwrap();
+                let l = LayerRef {
+                    diff_id: String::new(),
+                    digest: d.clone(),
+                    size: 1,
+                    media_type: String::new(),
+                };
+                (d, l)
+            })
+            .collect();
+        let config = parse_config(&valid).unwrap();
+        assert_eq!(
+            records_of(&config, &descs).unwrap().len(),
+            1,
+            "b has no diff_id"
+        );
+
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let replacements: [&[u8]; 8] = [b"-2", b"99", b"-1", b"0", b"\"\"", b"[]", b"{}", b"null"];
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut data = valid.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % data.len();
+                match next() % 4 {
+                    0 => data[at] = next() as u8,
+                    1 => data.truncate(at),
+                    2 => {
+                        let r = replacements[(next() as usize) % replacements.len()];
+                        data.splice(at..at, r.iter().copied());
+                    }
+                    _ => {
+                        data.remove(at);
+                    }
+                }
+                if data.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(config) = parse_config(&data) {
+                parsed += 1;
+                let _ = records_of(&config, &descs);
+            }
+        }
+        // Enough mutants get past the JSON parser to reach records_of.
+        assert!(parsed > 500, "only {parsed} mutants parsed");
+    }
+
     #[test]
     fn flags_parse_like_buildx() {
         assert_eq!(
