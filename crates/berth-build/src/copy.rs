@@ -399,6 +399,26 @@ fn file_target(
     }
 }
 
+/// [`copy_source`] as it is: owners, modes and times kept, nothing skipped,
+/// archives not extracted (seeding cache mounts, private copies of binds).
+pub fn copy_verbatim(
+    src_root: RawFd,
+    src_rel: &Path,
+    dst_root: RawFd,
+    dest: &Path,
+    dest_is_dir: bool,
+) -> io::Result<()> {
+    let skip = |_: &Path| false;
+    let opts = CopyOptions {
+        owner: fsops::Owner::Preserve,
+        chmod: None,
+        skip: &skip,
+        extract_archives: false,
+        file_cache: None,
+    };
+    copy_source(src_root, src_rel, dst_root, dest, dest_is_dir, &opts)
+}
+
 /// Copies one resolved source (`src_rel` inside the root `src_root`) to
 /// `dest` inside the root `dst_root`. `dest_is_dir` is decided by the
 /// caller from the instruction (trailing `/`, several sources, existing

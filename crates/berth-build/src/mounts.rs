@@ -899,21 +899,12 @@ impl Prepared {
                             .tempdir_in(self.eng.opts.root.join("snapshots").join("tmp"))?;
                         let src_root = fsops::open_root(&source)?;
                         let dst_root = fsops::open_root(tmp.path())?;
-                        let skip = |_: &Path| false;
-                        let opts = crate::copy::CopyOptions {
-                            owner: fsops::Owner::Preserve,
-                            chmod: None,
-                            skip: &skip,
-                            extract_archives: false,
-                            file_cache: None,
-                        };
-                        crate::copy::copy_source(
+                        crate::copy::copy_verbatim(
                             src_root.as_raw_fd(),
                             Path::new("/"),
                             dst_root.as_raw_fd(),
                             Path::new("/data"),
                             false,
-                            &opts,
                         )?;
                         let copy = tmp.path().join("data");
                         active.guards.push(Guard::Dir(tmp));
@@ -1068,21 +1059,12 @@ impl Prepared {
                 let view = self.stage_view(layers)?;
                 let src_root = fsops::open_root(&view.merged)?;
                 let dst_root = fsops::open_root(&fresh)?;
-                let skip = |_: &Path| false;
-                let opts = crate::copy::CopyOptions {
-                    owner: fsops::Owner::Preserve,
-                    chmod: None,
-                    skip: &skip,
-                    extract_archives: false,
-                    file_cache: None,
-                };
-                crate::copy::copy_source(
+                crate::copy::copy_verbatim(
                     src_root.as_raw_fd(),
                     Path::new(source),
                     dst_root.as_raw_fd(),
                     Path::new("/"),
                     true,
-                    &opts,
                 )
                 .map_err(|e| BuildError::Step(format!("cache mount from= source={source}: {e}")))?;
                 drop((src_root, dst_root));
