@@ -276,6 +276,15 @@ impl BuiltImage {
     }
 }
 
+/// What writing to a build result (a copy source only) answers.
+pub(crate) fn read_only<'a, T: 'a>() -> BoxFuture<'a, berth_copy::Result<T>> {
+    Box::pin(async {
+        Err(berth_copy::Error::Other(
+            "a build result is read-only".into(),
+        ))
+    })
+}
+
 impl Endpoint for BuiltImage {
     fn get_manifest<'a>(
         &'a self,
@@ -308,11 +317,7 @@ impl Endpoint for BuiltImage {
         _size: u64,
         _data: BoxStream<'static, berth_copy::Result<Bytes>>,
     ) -> BoxFuture<'a, berth_copy::Result<()>> {
-        Box::pin(async {
-            Err(berth_copy::Error::Other(
-                "a build result is read-only".into(),
-            ))
-        })
+        crate::image::read_only()
     }
 
     fn put_manifest<'a>(
@@ -320,11 +325,7 @@ impl Endpoint for BuiltImage {
         _manifest: &'a Fetched,
         _target: Target<'a>,
     ) -> BoxFuture<'a, berth_copy::Result<()>> {
-        Box::pin(async {
-            Err(berth_copy::Error::Other(
-                "a build result is read-only".into(),
-            ))
-        })
+        crate::image::read_only()
     }
 }
 

@@ -569,29 +569,10 @@ impl RemoteCache {
         let notes: Vec<StepNote> = self.notes.lock().unwrap().values().cloned().collect();
         for n in notes {
             for (i, l) in n.stack.iter().enumerate() {
-                let Some(name) = l.snapshot_name() else {
-                    continue;
-                };
-                if !done.insert(l.digest.clone()) {
+                if l.snapshot_name().is_none() || !done.insert(l.digest.clone()) {
                     continue;
                 }
-                let key = CacheKey(l.digest.hex().to_string());
-                let created = eng
-                    .cache
-                    .get(&key, |_| true)
-                    .map(|r| r.created)
-                    .unwrap_or_else(|| n.created.clone());
-                let lowers = eng.lowers(&n.stack[..i])?;
-                let (media_type, compression) =
-                    crate::stage::layer_media_type(eng.opts.compression);
-                eng.layer_in_background(
-                    key,
-                    eng.snapshots.named(name),
-                    lowers,
-                    created,
-                    media_type,
-                    compression,
-                );
+                eng.realize_snapshot_layer(&n.stack[..i], l, &n.created)?;
             }
         }
         Ok(())
@@ -1413,11 +1394,7 @@ impl Endpoint for LazyImage<'_> {
         _size: u64,
         _data: BoxStream<'static, berth_copy::Result<Bytes>>,
     ) -> BoxFuture<'a, berth_copy::Result<()>> {
-        Box::pin(async {
-            Err(berth_copy::Error::Other(
-                "a build result is read-only".into(),
-            ))
-        })
+        crate::image::read_only()
     }
 
     fn put_manifest<'a>(
@@ -1425,11 +1402,7 @@ impl Endpoint for LazyImage<'_> {
         _manifest: &'a Fetched,
         _target: Target<'a>,
     ) -> BoxFuture<'a, berth_copy::Result<()>> {
-        Box::pin(async {
-            Err(berth_copy::Error::Other(
-                "a build result is read-only".into(),
-            ))
-        })
+        crate::image::read_only()
     }
 
     /// The registry of the (single) imported registry cache: a push there

@@ -178,6 +178,37 @@ impl Engine {
         layer
     }
 
+    /// Starts making the blob of a snapshot-only `layer` (whose stack below
+    /// is `below`) in the background, like a fresh step's; `None` for any
+    /// other layer. The history time comes from its cache record
+    /// (`created` without one).
+    pub fn realize_snapshot_layer(
+        self: &Arc<Self>,
+        below: &[LayerRef],
+        layer: &LayerRef,
+        created: &str,
+    ) -> Result<Option<LayerRef>> {
+        let Some(name) = layer.snapshot_name() else {
+            return Ok(None);
+        };
+        let key = CacheKey(layer.digest.hex().to_string());
+        let lowers = self.lowers(below)?;
+        let created = self
+            .cache
+            .get(&key, |_| true)
+            .map(|r| r.created)
+            .unwrap_or_else(|| created.to_string());
+        let (media_type, compression) = crate::stage::layer_media_type(self.opts.compression);
+        Ok(Some(self.layer_in_background(
+            key,
+            self.snapshots.named(name),
+            lowers,
+            created,
+            media_type,
+            compression,
+        )))
+    }
+
     /// Waits for every background layer and returns the real layers by
     /// provisional diff_id.
     async fn finish_layers(&self) -> Result<BTreeMap<String, LayerRef>> {
@@ -646,20 +677,11 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
     // before) get their layer blobs now, in the background like fresh ones.
     let mut st_layers = st.layers.clone();
     for i in 0..st_layers.len() {
-        let Some(name) = st_layers[i].snapshot_name() else {
-            continue;
-        };
-        let key = CacheKey(st_layers[i].digest.hex().to_string());
-        let snapshot = eng.snapshots.named(name);
-        let lowers = eng.lowers(&st_layers[..i])?;
-        let created = eng
-            .cache
-            .get(&key, |_| true)
-            .map(|r| r.created)
-            .unwrap_or_else(|| st.created.clone());
-        let (media_type, compression) = crate::stage::layer_media_type(eng.opts.compression);
-        st_layers[i] =
-            eng.layer_in_background(key, snapshot, lowers, created, media_type, compression);
+        if let Some(pending) =
+            eng.realize_snapshot_layer(&st_layers[..i], &st_layers[i], &st.created)?
+        {
+            st_layers[i] = pending;
+        }
     }
     if let Some(rc) = &eng.opts.remote_cache {
         // A mode=max cache export needs blobs of the other stages' steps too.

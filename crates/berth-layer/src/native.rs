@@ -503,6 +503,18 @@ mod tests {
         vec![top, bottom]
     }
 
+    /// A temp dir whose filesystem takes user xattrs (opaque markers);
+    /// `None` (and a note) where it does not.
+    fn xattr_tempdir() -> Option<tempfile::TempDir> {
+        let tmp = tempfile::tempdir().unwrap();
+        if xattrs_work(tmp.path()) {
+            Some(tmp)
+        } else {
+            eprintln!("skipped: no user xattrs on the temp filesystem");
+            None
+        }
+    }
+
     fn xattrs_work(tmp: &Path) -> bool {
         let p = tmp.join("probe");
         fs::write(&p, "").unwrap();
@@ -515,11 +527,7 @@ mod tests {
 
     #[test]
     fn materialize_merges_like_overlayfs() {
-        let tmp = tempfile::tempdir().unwrap();
-        if !xattrs_work(tmp.path()) {
-            eprintln!("skipped: no user xattrs on the temp filesystem");
-            return;
-        }
+        let Some(tmp) = xattr_tempdir() else { return };
         let lowers = lowers(tmp.path());
         let dest = tmp.path().join("merged");
         fs::create_dir(&dest).unwrap();
@@ -550,11 +558,7 @@ mod tests {
 
     #[test]
     fn upper_holds_exactly_the_changes() {
-        let tmp = tempfile::tempdir().unwrap();
-        if !xattrs_work(tmp.path()) {
-            eprintln!("skipped: no user xattrs on the temp filesystem");
-            return;
-        }
+        let Some(tmp) = xattr_tempdir() else { return };
         let lowers = lowers(tmp.path());
         let tree = tmp.path().join("merged");
         fs::create_dir(&tree).unwrap();
@@ -614,11 +618,7 @@ mod tests {
 
     #[test]
     fn nothing_changed_means_an_empty_upper() {
-        let tmp = tempfile::tempdir().unwrap();
-        if !xattrs_work(tmp.path()) {
-            eprintln!("skipped: no user xattrs on the temp filesystem");
-            return;
-        }
+        let Some(tmp) = xattr_tempdir() else { return };
         let lowers = lowers(tmp.path());
         let tree = tmp.path().join("merged");
         fs::create_dir(&tree).unwrap();
