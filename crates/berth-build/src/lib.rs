@@ -66,10 +66,13 @@ pub fn host_platform() -> Platform {
     }
 }
 
-/// Network for RUN steps (`--network`).
+/// Network for RUN steps (`--network`, `RUN --network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The builder's network (BuildKit's default for rootless builds).
+    /// An isolated network namespace with outbound access through
+    /// slirp4netns (BuildKit's rootless default); the host's loopback is
+    /// out of reach. Where slirp4netns cannot run, loopback only, with a
+    /// warning naming the fix.
     #[default]
     Default,
     None,
@@ -124,6 +127,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub pull: bool,
     pub network: NetworkMode,
+    /// `--allow network.host`: the entitlement BuildKit requires before a
+    /// step may share the host's network namespace.
+    pub allow_network_host: bool,
     pub platform: Platform,
     /// Steps run at once.
     pub jobs: usize,

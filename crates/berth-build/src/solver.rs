@@ -17,6 +17,7 @@ use crate::plan::{BaseRef, Plan};
 use crate::progress::Event;
 use crate::snapshots::Snapshots;
 use crate::stage::{CopyFrom, StageState, StepInfo};
+use crate::NetworkMode;
 use crate::{BuildError, BuildOptions, Platform, Result};
 
 /// The background task making one layer.
@@ -60,6 +61,8 @@ pub struct Engine {
     bases: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<BaseImage>>>>,
     /// `RUN --mount` state of this build (ssh forwarding).
     pub mounts: crate::mounts::MountState,
+    /// What `--network default` becomes here, decided at the first RUN.
+    default_network: OnceLock<berth_sandbox::Network>,
 }
 
 /// What a build made.
@@ -69,11 +72,56 @@ pub struct BuildResult {
     pub layers: Vec<LayerRef>,
 }
 
+/// The host's resolv.conf with its name servers replaced by slirp4netns's
+/// forwarder (a loopback resolver such as systemd-resolved's 127.0.0.53 is
+/// not reachable from the step); search domains and options are kept.
+fn slirp_resolv_conf(host: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(host);
+    let mut out = format!("nameserver {}\n", berth_sandbox::SLIRP_DNS);
+    for line in text.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        if matches!(word, "search" | "domain" | "options" | "sortlist") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
+}
+
 /// BuildKit's `/etc/hosts` for steps.
 const HOSTS: &str =
     "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 impl Engine {
+    /// The sandbox network and `/etc/resolv.conf` of a RUN step in `mode`.
+    /// `default` is an isolated namespace with outbound access through
+    /// slirp4netns; where it cannot run, loopback only (never the host's
+    /// network: that takes `--network host --allow network.host`), with one
+    /// warning per build that names the reason.
+    pub(crate) fn step_network(&self, mode: NetworkMode) -> (berth_sandbox::Network, Vec<u8>) {
+        use berth_sandbox::Network;
+        let net = match mode {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None => Network::None,
+            NetworkMode::Default => *self.default_network.get_or_init(|| {
+                match berth_sandbox::isolated_network() {
+                    Ok(_) => Network::Isolated,
+                    Err(why) => {
+                        self.opts.progress.emit(Event::Warning(format!(
+                            "RUN steps have no outbound network: {why}; to share the host's network instead use --network host --allow network.host"
+                        )));
+                        Network::None
+                    }
+                }
+            }),
+        };
+        let resolv = match net {
+            Network::Isolated => slirp_resolv_conf(&self.resolv),
+            _ => self.resolv.clone(),
+        };
+        (net, resolv)
+    }
+
     /// The value of `ARG name[=default]` inside a stage.
     pub fn arg_value(&self, name: &str, default: Option<String>) -> Option<String> {
         if let Some(v) = self.opts.build_args.get(name) {
@@ -611,6 +659,7 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         snapshot_records: Mutex::new(Vec::new()),
         in_flight: Mutex::new(BTreeMap::new()),
         mounts: Default::default(),
+        default_network: OnceLock::new(),
     });
     eng.lazy.set_engine(&eng);
     let mut tasks = tokio::task::JoinSet::new();

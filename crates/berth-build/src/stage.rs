@@ -806,6 +806,12 @@ async fn run_step(
             .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", step.location)))?,
         None => eng.opts.network,
     };
+    if network == NetworkMode::Host && !eng.opts.allow_network_host {
+        return Err(BuildError::Dockerfile(format!(
+            "{}: network mode \"host\" needs the network.host entitlement: add --allow network.host to berth build (the step then shares the host's network, loopback services included)",
+            step.location
+        )));
+    }
     // RUN --mount: their spec (and bound content) is part of the key.
     let mounts = crate::mounts::prepare(eng, &run.mounts, &cwd, step).await?;
     let mut key_def = json!({
@@ -828,7 +834,7 @@ async fn run_step(
     let progress = eng.opts.progress.clone();
     let helper = eng.opts.helper_exe.clone();
     let hosts = eng.hosts.clone();
-    let resolv = eng.resolv.clone();
+    let (sandbox_network, resolv) = eng.step_network(network);
     let location = step.location.clone();
     let text = step.text.clone();
     let full_range = eng.opts.full_id_range;
@@ -859,10 +865,7 @@ async fn run_step(
         spec.additional_gids = groups;
         spec.hosts = Some(hosts);
         spec.resolv_conf = Some(resolv);
-        spec.network = match network {
-            NetworkMode::None => berth_sandbox::Network::None,
-            _ => berth_sandbox::Network::Host,
-        };
+        spec.network = sandbox_network;
         spec.mounts.extend(crate::heredoc::script_mount(script_file.as_ref(), &scratch.base)?);
         let mut active = mounts.activate(&location)?;
         active.apply_env(&mut spec.env);

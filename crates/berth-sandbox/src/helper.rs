@@ -91,6 +91,7 @@ fn helper_main() -> Result<Status> {
     drop(null);
 
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // An isolated network's namespace was made before exec (run.rs).
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -220,6 +221,8 @@ fn setup(spec: &RunSpec, cleanup: &mut Cleanup) -> Result<Exec> {
             host(dir)
         }
     };
+    // Device nodes in the image or made by the step cannot be opened.
+    sys::remount_nodev(new)?;
     let mut stubs = StubMaker::new(new, &base);
     let result = build_root(spec, &mut stubs);
     *cleanup = std::mem::take(&mut stubs.cleanup);
@@ -279,6 +282,9 @@ fn build_root(spec: &RunSpec, stubs: &mut StubMaker<'_>) -> Result<()> {
     setup_dev(&dev)?;
     let sys_dir = stubs.ensure(Path::new("/sys"), StubKind::Dir)?;
     setup_sys(&sys_dir)?;
+    if spec.security.mask_paths {
+        mask_paths(stubs.root)?;
+    }
 
     for (name, contents) in [("hosts", &spec.hosts), ("resolv.conf", &spec.resolv_conf)] {
         if let Some(contents) = contents {
@@ -305,7 +311,7 @@ fn build_root(spec: &RunSpec, stubs: &mut StubMaker<'_>) -> Result<()> {
             io::Error::from(e),
         )
     })?;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         loopback_up()?;
     }
     Ok(())
@@ -324,6 +330,7 @@ fn mount_one(i: usize, target: &Path, kind: &MountKind, stubs: &mut StubMaker<'_
             };
             let t = stubs.ensure(target, stub)?;
             sys::bind(&src, &t, true)?;
+            sys::remount_nodev(&t)?;
             if *readonly {
                 sys::remount_readonly(&t)?;
             }
@@ -358,6 +365,7 @@ fn mount_one(i: usize, target: &Path, kind: &MountKind, stubs: &mut StubMaker<'_
                 work: &work,
             };
             mount_overlay_at(&layers, &t, &host(Path::new("/proc")), false)?;
+            sys::remount_nodev(&t)?;
         }
         MountKind::Tmpfs { size } => {
             let t = stubs.ensure(target, StubKind::Dir)?;
@@ -444,12 +452,14 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 
 /// A minimal /dev like runc's: a tmpfs with the safe host nodes bind-mounted
 /// (mknod is not allowed in a user namespace), a private devpts and shm.
+/// The tmpfs is `nodev`: a bind mount keeps the flags of its source (the
+/// host's devtmpfs), so only the nodes bound here can be opened.
 fn setup_dev(dev: &Path) -> Result<()> {
     sys::mount(
         Some(Path::new("tmpfs")),
         dev,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -512,6 +522,58 @@ fn setup_sys(dir: &Path) -> Result<()> {
     sys::remount_readonly(dir)
 }
 
+/// Docker's masked paths: hidden behind `/dev/null` (files) or an empty
+/// read-only tmpfs (directories).
+const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+const READONLY_PATHS: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+fn mask_paths(root: &Path) -> Result<()> {
+    let null = host(Path::new("/dev/null"));
+    for rel in MASKED_PATHS {
+        let p = root.join(rel);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => sys::mount(
+                Some(Path::new("tmpfs")),
+                &p,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0"),
+            )?,
+            Ok(_) => sys::bind(&null, &p, false)?,
+            Err(_) => {}
+        }
+    }
+    for rel in READONLY_PATHS {
+        let p = root.join(rel);
+        if fs::symlink_metadata(&p).is_ok() {
+            sys::bind(&p, &p, true)?;
+            sys::remount_readonly(&p)?;
+        }
+    }
+    Ok(())
+}
+
 fn loopback_up() -> Result<()> {
     // SAFETY: plain socket and ioctl calls on a zeroed ifreq naming "lo".
     unsafe {
@@ -535,9 +597,6 @@ fn loopback_up() -> Result<()> {
     Ok(())
 }
 
-/// Docker's default capability set for containers (and BuildKit's for RUN).
-const DEFAULT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
-
 fn last_cap() -> u32 {
     fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -554,6 +613,10 @@ struct Exec {
     gid: u32,
     groups: Vec<libc::gid_t>,
     last_cap: u32,
+    capabilities: Vec<u32>,
+    no_new_privs: bool,
+    /// Compiled before the point of no return, loaded right before exec.
+    seccomp: Option<libseccomp::ScmpFilterContext>,
     /// The name to report when `path` cannot be executed.
     shown: String,
     /// Set when the lookup found nothing: report 127 without trying.
@@ -594,6 +657,11 @@ impl Exec {
             None => (PathBuf::from(arg0), true),
         };
         let all = |v: &[String]| v.iter().map(cstr).collect::<Result<Vec<_>>>();
+        let sec = &spec.security;
+        let seccomp = sec
+            .seccomp
+            .then(|| crate::seccomp::default_profile(&sec.capabilities))
+            .transpose()?;
         Ok(Exec {
             path: cstr(&path)?,
             argv: all(&spec.args)?,
@@ -602,6 +670,9 @@ impl Exec {
             gid: spec.gid,
             groups: spec.additional_gids.clone(),
             last_cap: last_cap(),
+            capabilities: sec.capabilities.clone(),
+            no_new_privs: sec.no_new_privs,
+            seccomp,
             shown: arg0.clone(),
             not_found,
         })
@@ -617,8 +688,16 @@ impl Exec {
             );
             return 127;
         }
+        // Without no_new_privs only a process with CAP_SYS_ADMIN may load a
+        // filter: then before giving up root, else as late as possible.
+        if !self.no_new_privs && !self.load_seccomp() {
+            return 125;
+        }
         if let Err(msg) = self.switch_user() {
             report(&Status::Error(msg));
+            return 125;
+        }
+        if self.no_new_privs && !self.load_seccomp() {
             return 125;
         }
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
@@ -646,13 +725,32 @@ impl Exec {
         code
     }
 
+    fn load_seccomp(&self) -> bool {
+        let Some(filter) = &self.seccomp else {
+            return true;
+        };
+        match filter.load() {
+            Ok(()) => true,
+            Err(e) => {
+                report(&Status::Error(format!("loading the seccomp profile: {e}")));
+                false
+            }
+        }
+    }
+
     fn switch_user(&self) -> Result<(), String> {
         // SAFETY: prctl/setgroups/setgid/setuid with plain values.
         unsafe {
             for cap in 0..=self.last_cap {
-                if !DEFAULT_CAPS.contains(&cap) {
+                if !self.capabilities.contains(&cap) {
                     libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
                 }
+            }
+            if self.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(format!(
+                    "setting no_new_privs: {}",
+                    io::Error::last_os_error()
+                ));
             }
             libc::prctl(
                 libc::PR_CAP_AMBIENT,

@@ -7,14 +7,21 @@
 //!   mapped through `newuidmap`/`newgidmap` (or just the user's own id).
 //! * [`run`]: one step in new mount/pid/ipc/uts(/net) namespaces over an
 //!   overlay root, with `/proc`, `/dev`, `/sys`, `/etc/hosts`,
-//!   `/etc/resolv.conf` and the step's mounts, after `pivot_root`.
+//!   `/etc/resolv.conf` and the step's mounts, after `pivot_root`; confined
+//!   like a Docker container ([`Security`]: capabilities, seccomp,
+//!   no_new_privs, masked paths; devices by `nodev` and a device cgroup);
+//!   its network is the host's, none, or isolated with outbound access
+//!   through slirp4netns ([`isolated_network`] says whether it can be had).
 //! * [`mount_overlay`]: an overlay in the builder's own mount namespace
 //!   (COPY/ADD), any number of layers.
 
+mod devices;
 mod error;
 mod helper;
+mod network;
 mod overlay;
 mod run;
+mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
@@ -22,9 +29,13 @@ mod userns;
 
 pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_ARG};
+pub use network::isolated_network;
 pub use overlay::{mount_overlay, MountGuard};
 pub use run::run;
-pub use spec::{Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, DEFAULT_PATH};
+pub use spec::{
+    Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, Security, DEFAULT_CAPABILITIES,
+    DEFAULT_PATH, SLIRP_DNS,
+};
 pub use userns::{
     enter_build_namespace, enter_build_namespace_with, IdMapping, NamespaceInfo, NamespaceOptions,
     FULL_RANGE_COUNT,

@@ -7,9 +7,11 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
+use crate::devices::DeviceCgroup;
 use crate::error::{Result, SandboxError};
 use crate::helper::{Status, HELPER_ARG, STATUS_FD};
-use crate::spec::{MountKind, OutputStream, Rootfs, RunSpec};
+use crate::network::Slirp;
+use crate::spec::{MountKind, Network, OutputStream, Rootfs, RunSpec};
 use crate::sys;
 use crate::userns::NamespaceInfo;
 
@@ -25,8 +27,20 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
     let input = serde_json::to_vec(&spec)
         .map_err(|e| SandboxError::InvalidSpec(format!("encoding the spec: {e}")))?;
 
+    let slirp_exe = match spec.network {
+        Network::Isolated => Some(crate::network::isolated_network().map_err(|why| {
+            SandboxError::Setup(format!(
+                "the step asks for an isolated network with outbound access, but {why}"
+            ))
+        })?),
+        _ => None,
+    };
+    static STALE_CGROUPS: std::sync::Once = std::sync::Once::new();
+    STALE_CGROUPS.call_once(crate::devices::remove_stale);
+
     let (status_r, status_w) = sys::pipe_cloexec()?;
     let status_raw = status_w.as_raw_fd();
+    let new_netns = slirp_exe.is_some();
     let mut cmd = Command::new(&spec.helper_exe);
     cmd.arg(HELPER_ARG)
         .env_clear()
@@ -45,6 +59,11 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
             }
             // The helper (and with it the step) dies with this thread.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // Made here, not in the helper, so that slirp4netns can be
+            // attached to it before the helper reads its spec.
+            if new_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -53,6 +72,20 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
         source,
     })?;
     drop(status_w);
+    // The helper waits for its spec on stdin: until it is written, nothing
+    // of the step runs, so its cgroup and network are in place before.
+    let devices = DeviceCgroup::create().filter(|cg| cg.add(child.id()));
+    let slirp = match slirp_exe {
+        Some(exe) => match Slirp::start(&exe, child.id()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut stdin = child.stdin.take().expect("piped");
     // The helper reads the whole spec before it does anything; a write error
     // means it died, which the status channel explains.
@@ -65,6 +98,8 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
     let helper = child
         .wait()
         .map_err(|e| SandboxError::sys("waiting for the sandbox helper", e))?;
+    drop(slirp);
+    drop(devices);
 
     let mut result = None;
     for line in status_bytes

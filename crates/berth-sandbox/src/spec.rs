@@ -33,6 +33,10 @@ pub struct RunSpec {
     pub network: Network,
     /// Mounted in order of target depth (parents before children).
     pub mounts: Vec<Mount>,
+    /// What the step may do to the kernel: capabilities, seccomp,
+    /// no_new_privs, masked paths. Docker's defaults unless changed.
+    #[serde(default)]
+    pub security: Security,
 }
 
 impl RunSpec {
@@ -53,6 +57,7 @@ impl RunSpec {
             resolv_conf: None,
             network: Network::Host,
             mounts: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -80,6 +85,61 @@ pub enum Network {
     Host,
     /// A new network namespace with only `lo`, up.
     None,
+    /// A new network namespace with outbound access through `slirp4netns`
+    /// (BuildKit's rootless default): `tap0` = 10.0.2.100/24, gateway
+    /// 10.0.2.2, DNS [`SLIRP_DNS`]. The host's loopback is not reachable.
+    /// Check [`crate::isolated_network`] before asking for it.
+    Isolated,
+}
+
+/// The DNS forwarder slirp4netns offers an [`Network::Isolated`] step.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// Docker's default capability set for containers (and BuildKit's for RUN),
+/// as capability numbers.
+pub const DEFAULT_CAPABILITIES: &[u32] = &[
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// The confinement of a step. `Default` is what Docker gives a container
+/// (and BuildKit a RUN step), plus `no_new_privs`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Security {
+    /// Capabilities kept in the bounding set (numbers, see `capabilities(7)`).
+    pub capabilities: Vec<u32>,
+    /// Docker's default seccomp profile (adjusted to `capabilities`, as
+    /// Docker does); `false` = unconfined.
+    pub seccomp: bool,
+    /// `PR_SET_NO_NEW_PRIVS`: setuid binaries and file capabilities grant
+    /// nothing.
+    pub no_new_privs: bool,
+    /// Docker's masked (`/proc/kcore`, `/sys/firmware`, ...) and read-only
+    /// (`/proc/sys`, `/proc/sysrq-trigger`, ...) paths.
+    pub mask_paths: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            capabilities: DEFAULT_CAPABILITIES.to_vec(),
+            seccomp: true,
+            no_new_privs: true,
+            mask_paths: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -63,6 +63,17 @@ pub(crate) fn bind(source: &Path, target: &Path, recursive: bool) -> Result<()> 
 /// already has (nosuid, nodev, noexec, atime) are locked and must be kept, or
 /// the kernel refuses the remount (runc does the same).
 pub(crate) fn remount_readonly(target: &Path) -> Result<()> {
+    remount_adding(target, libc::MS_RDONLY)
+}
+
+/// Remount so that device nodes under `target` cannot be opened: the only
+/// devices a step may use are the ones bound into its `/dev`.
+pub(crate) fn remount_nodev(target: &Path) -> Result<()> {
+    remount_adding(target, libc::MS_NODEV)
+}
+
+/// Add per-mount flags to the mount at `target`, keeping the ones it has.
+fn remount_adding(target: &Path, add: libc::c_ulong) -> Result<()> {
     let t = cstr(target)?;
     // SAFETY: statvfs fills the zeroed struct; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -73,6 +84,7 @@ pub(crate) fn remount_readonly(target: &Path) -> Result<()> {
         )));
     }
     let keep = [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
         (libc::ST_NOSUID, libc::MS_NOSUID),
         (libc::ST_NODEV, libc::MS_NODEV),
         (libc::ST_NOEXEC, libc::MS_NOEXEC),
@@ -87,7 +99,7 @@ pub(crate) fn remount_readonly(target: &Path) -> Result<()> {
         None,
         target,
         None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+        libc::MS_BIND | libc::MS_REMOUNT | add | keep,
         None,
     )
 }

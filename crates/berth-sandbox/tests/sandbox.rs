@@ -443,3 +443,186 @@ fn rootless_namespace_info() {
         );
     }
 }
+
+/// `major minor` of the block device holding the test's files (the host's
+/// disk), if it is one.
+fn host_block_device(path: &std::path::Path) -> Option<(u64, u64)> {
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}"))
+        .exists()
+        .then_some((major, minor))
+}
+
+all_modes!(host_devices_cannot_be_opened, |mode| {
+    let f = Fixture::new(mode);
+    // /dev/mem-class char device, and the disk the test runs on: root with
+    // CAP_MKNOD may make the nodes (as in Docker), never open them.
+    let (major, minor) = host_block_device(f.dir.path()).unwrap_or((7, 0));
+    let script = format!(
+        "for n in /tmp/disk /dev/disk; do \
+           if mknod $n b {major} {minor} 2>/dev/null; then \
+             if head -c 512 $n >/dev/null 2>&1; then echo read-$n; else echo denied-$n; fi; \
+           else echo no-mknod-$n; fi; \
+         done; \
+         mknod /tmp/mem c 1 1 2>/dev/null && (head -c 1 /tmp/mem >/dev/null 2>&1 && echo read-mem || echo denied-mem); \
+         echo x > /dev/null && echo null-ok"
+    );
+    let out = f.run(&f.spec(&["sh", "-c", &script])).ok().to_string();
+    assert!(!out.contains("read-"), "a host device was opened: {out}");
+    assert!(out.contains("null-ok"), "{out}");
+    if mode == Mode::Root {
+        // Root keeps CAP_MKNOD, like Docker; the open is what is refused.
+        assert!(out.contains("denied-/tmp/disk"), "{out}");
+        assert!(out.contains("denied-/dev/disk"), "{out}");
+    }
+});
+
+all_modes!(docker_confinement_seccomp_no_new_privs_caps, |mode| {
+    let f = Fixture::new(mode);
+    let script = "grep -E '^(Seccomp|NoNewPrivs|CapBnd):' /proc/self/status; \
+        mount -t tmpfs t /mnt 2>/dev/null && echo mounted || echo no-mount; \
+        unshare -U true 2>/dev/null && echo unshared || echo no-unshare; \
+        unshare -n true 2>/dev/null && echo unshared-net || echo no-unshare-net";
+    let out = f.run(&f.spec(&["sh", "-c", script])).ok().to_string();
+    assert!(out.contains("Seccomp:\t2"), "seccomp filter mode: {out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    // Docker's default set: chown dac_override fowner fsetid kill setgid
+    // setuid setpcap net_bind_service net_raw sys_chroot mknod audit_write
+    // setfcap.
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(
+        out.contains("no-mount") && out.contains("no-unshare"),
+        "{out}"
+    );
+    assert!(out.contains("no-unshare-net"), "{out}");
+    // The profile can be turned off (for `--security=insecure`-like uses).
+    let mut s = f.spec(&[
+        "sh",
+        "-c",
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status",
+    ]);
+    s.security.seccomp = false;
+    s.security.no_new_privs = false;
+    let out = f.run(&s).ok().to_string();
+    assert!(
+        out.contains("Seccomp:\t0") && out.contains("NoNewPrivs:\t0"),
+        "{out}"
+    );
+});
+
+all_modes!(proc_and_sys_paths_are_masked, |mode| {
+    let f = Fixture::new(mode);
+    // Not every kernel has every masked file (no /proc/kcore without
+    // CONFIG_PROC_KCORE): those present must read as empty.
+    let masked: Vec<&str> = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ]
+    .into_iter()
+    .filter(|p| std::path::Path::new(p).exists())
+    .collect();
+    assert!(!masked.is_empty(), "no masked /proc file on this host");
+    let script = format!(
+        "cat {} | wc -c; ls /sys/firmware | wc -l; \
+        (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo sys-written || echo proc-sys-ro; \
+        (echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq || echo sysrq-ro; \
+        cat /proc/sys/kernel/ostype",
+        masked.join(" ")
+    );
+    let out = f.run(&f.spec(&["sh", "-c", &script])).ok().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "{masked:?} read as /dev/null: {out}");
+    assert_eq!(lines[1].trim(), "0", "/sys/firmware is empty: {out}");
+    assert_eq!(&lines[2..], ["proc-sys-ro", "sysrq-ro", "Linux"], "{out}");
+});
+
+/// A one-shot HTTP server on the host answering "host-secret".
+fn host_server(addr: &str) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(addr).unwrap();
+    let a = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let h = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    let mut buf = [0u8; 1024];
+                    let _ = c.read(&mut buf);
+                    let _ =
+                        c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nhost-secret");
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    });
+    (a, h)
+}
+
+/// A non-loopback IPv4 address of this host, if it has one.
+fn host_address() -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+}
+
+all_modes!(isolated_network_reaches_out_but_not_host_loopback, |mode| {
+    let f = Fixture::new(mode);
+    let (local, _h) = host_server("127.0.0.1:0");
+    let port = local.port();
+    let script = format!(
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; \
+         for a in 127.0.0.1 10.0.2.2; do \
+           printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $a {port} 2>/dev/null; echo; echo end-$a; \
+         done"
+    );
+    let mut s = f.spec(&["sh", "-c", &script]);
+    s.network = Network::Isolated;
+    let r = f.run(&s);
+    if let Some(err) = r.error() {
+        // Rootless where the tap device is root-only (0600): the reason and
+        // the fix are named; nothing falls back to the host's network.
+        assert!(
+            err.contains("/dev/net/tun") || err.contains("slirp4netns"),
+            "{err}"
+        );
+        assert_ne!(mode, Mode::Root, "root can always use slirp4netns: {err}");
+        return;
+    }
+    let out = r.ok().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "lo tap0", "{out}");
+    assert!(!out.contains("host-secret"), "host loopback reached: {out}");
+    assert!(
+        out.contains("end-127.0.0.1") && out.contains("end-10.0.2.2"),
+        "{out}"
+    );
+    // Outbound: a service on the host's own non-loopback address is reached
+    // through slirp4netns like any other host.
+    if let Some(ip) = host_address() {
+        let (outside, _h2) = host_server(&format!("{ip}:0"));
+        let mut s = f.spec(&[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} {}",
+                outside.ip(),
+                outside.port()
+            ),
+        ]);
+        s.network = Network::Isolated;
+        let out = f.run(&s).ok().to_string();
+        assert!(out.ends_with("host-secret"), "{out}");
+    }
+});

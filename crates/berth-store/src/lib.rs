@@ -147,7 +147,7 @@ pub struct RootLock {
 
 impl RootLock {
     pub fn acquire(root: &Path, access: Access) -> Result<RootLock, StoreError> {
-        fs::create_dir_all(root)?;
+        make_private(root)?;
         let lock_file = File::options()
             .create(true)
             .truncate(false)
@@ -198,14 +198,85 @@ impl Store {
     }
 }
 
+/// Creates `root` (0700) or takes group and other access away from it.
+///
+/// A root holds unpacked layers with their setuid binaries and device nodes
+/// intact, and build snapshots: any local user who could traverse it could
+/// run them. Like `/var/lib/docker` (0710) and containerd's root (0700),
+/// only the owner gets in; a root made 0710 on purpose is kept so.
+pub fn make_private(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match fs::metadata(root) {
+        Ok(m) => {
+            let mode = m.mode() & 0o7777;
+            // 0710 (a group that may traverse, as Docker with userns-remap)
+            // is a deliberate choice; anything more open becomes 0700.
+            let private = 0o700;
+            if mode & 0o067 != 0 && m.uid() == nix::unistd::geteuid().as_raw() {
+                fs::set_permissions(root, fs::Permissions::from_mode(private))?;
+                tracing::info!(
+                    root = %root.display(),
+                    "made the root private (mode {mode:o} -> {private:o})"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(root) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Records who holds the database, so a process that finds it locked can
-/// name the holder. Best effort: the message is the only user.
+/// name the holder. Best effort: the message is the only user. Only the
+/// command name is kept (never its arguments, which may carry build-arg
+/// values), in a file only the owner can read.
 fn write_owner(root: &Path) {
-    let cmd = std::env::args().collect::<Vec<_>>().join(" ");
-    let _ = fs::write(
-        root.join(OWNER_FILE),
-        format!("{}\n{cmd}\n", std::process::id()),
-    );
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(OWNER_FILE);
+    let file = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path);
+    if let Ok(mut f) = file {
+        // Files from older versions were created world-readable.
+        let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        let _ = write!(f, "{}\n{}\n", std::process::id(), command_name());
+    }
+}
+
+/// `berth SUBCOMMAND`: the program's name and the first argument that looks
+/// like a subcommand (lowercase letters and dashes), nothing after it.
+fn command_name() -> String {
+    let mut args = std::env::args();
+    let prog = args
+        .next()
+        .map(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(a)
+        })
+        .unwrap_or_else(|| "berth".into());
+    let sub = args.find(|a| {
+        !a.is_empty()
+            && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            && !a.starts_with('-')
+    });
+    match sub {
+        Some(s) => format!("{prog} {s}"),
+        None => prog,
+    }
 }
 
 /// "pid N: COMMAND" of the live process that last opened `root`'s

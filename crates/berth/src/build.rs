@@ -41,9 +41,12 @@ pub struct BuildArgs {
     /// Always fetch base images from their registry
     #[arg(long)]
     pull: bool,
-    /// Network for RUN steps: default, none, host
+    /// Network for RUN steps: default (isolated, outbound through slirp4netns), none, host (needs --allow network.host)
     #[arg(long, default_value = "default")]
     network: String,
+    /// Extra privileged entitlement, as buildx: network.host (RUN steps may share the host's network)
+    #[arg(long = "allow", value_delimiter = ',')]
+    allow: Vec<String>,
     /// Target platform OS/ARCH[/VARIANT] (default: this machine's)
     #[arg(long)]
     platform: Option<String>,
@@ -287,6 +290,27 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
     }
     let labels = parse_kv(&args.labels, "--label", false)?;
     let network = NetworkMode::parse(&args.network).map_err(|e| anyhow!(e))?;
+    let mut allow_network_host = false;
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "network.host" => allow_network_host = true,
+            "security.insecure" => {
+                return Err(crate::exit::usage(
+                    "--allow security.insecure is not supported: berth never runs a step without its sandbox",
+                ))
+            }
+            other => {
+                return Err(crate::exit::usage(format!(
+                    "--allow {other}: unknown entitlement (berth knows network.host)"
+                )))
+            }
+        }
+    }
+    if network == NetworkMode::Host && !allow_network_host {
+        return Err(crate::exit::usage(
+            "--network host needs the network.host entitlement: add --allow network.host (RUN steps then share the host's network, loopback services included)",
+        ));
+    }
     let (secrets, ssh) =
         berth_build::mounts::parse_flags(&args.secrets, &args.ssh).map_err(|e| anyhow!(e))?;
     let remote_cache = remote_cache_of(&args, &build_args, &platform)?;
@@ -328,6 +352,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         no_cache: args.no_cache,
         pull: args.pull,
         network,
+        allow_network_host,
         platform: platform.clone(),
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()

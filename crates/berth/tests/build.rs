@@ -1660,3 +1660,257 @@ fn side_stages_make_blobs_only_when_an_image_needs_them() {
     assert_eq!(again.digest(), side.digest());
     assert_eq!(env.image("library/side:1").text("stamp"), stamp);
 }
+
+// ---- Issue 9: build steps must not reach the host ----
+
+/// An HTTP server on `addr` that answers every request with "host-secret"
+/// for 60 s (a service bound to the host's loopback, as an unauthenticated
+/// registry would be).
+fn host_service(addr: &str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(addr).unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(64) {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 512];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nhost-secret");
+        }
+    });
+    a
+}
+
+/// A RUN line that fetches `http://HOST:PORT/` into `/FILE` (never fails).
+fn fetch_into(host: &str, port: u16, file: &str) -> String {
+    format!(
+        "RUN printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} > /{file} 2>&1; echo end >> /{file}\n"
+    )
+}
+
+/// A non-loopback IPv4 address of this host, if it has one.
+fn host_address() -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+}
+
+fn scenario_default_network_is_isolated(env: &Env) {
+    let port = host_service("127.0.0.1:0").port();
+    let dockerfile = format!(
+        "FROM base:1\n{}{}",
+        fetch_into("127.0.0.1", port, "lo"),
+        fetch_into("10.0.2.2", port, "gw")
+    );
+    let ctx = env.context("net", &[("Dockerfile", &dockerfile)]);
+    let b = env.build(&ctx, &["-t", "net:1"]);
+    b.ok();
+    let img = env.image("library/net:1");
+    for f in ["lo", "gw"] {
+        let text = img.text(f);
+        assert!(
+            !text.contains("host-secret"),
+            "/{f}: a default-network RUN reached the host's loopback: {text}"
+        );
+        assert!(text.ends_with("end\n"), "/{f}: {text}");
+    }
+    // Where slirp4netns cannot run (rootless with a root-only /dev/net/tun,
+    // as on this machine), steps get loopback only and the build says why.
+    let warned = b
+        .stderr
+        .contains("WARNING: RUN steps have no outbound network");
+    if env.user.is_none() {
+        assert!(!warned, "root runs slirp4netns: {}", b.stderr);
+        // Outbound works: a service on the host's own non-loopback address
+        // is reached like any other host.
+        if let Some(ip) = host_address() {
+            let outside = host_service(&format!("{ip}:0"));
+            let df = format!("FROM base:1\n{}", fetch_into(&ip, outside.port(), "out"));
+            let ctx = env.context("net-out", &[("Dockerfile", &df)]);
+            env.build(&ctx, &["-t", "net:3"]).ok();
+            let text = env.image("library/net:3").text("out");
+            assert!(text.contains("host-secret"), "no outbound access: {text}");
+        }
+    } else if !warned {
+        let tun = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun");
+        assert!(
+            tun.is_ok(),
+            "no warning although slirp4netns cannot run: {}",
+            b.stderr
+        );
+    }
+
+    // The host's network takes the entitlement, as in BuildKit.
+    let out = env.berth(&["build", "--network", "host", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow network.host"), "{err}");
+    let host_run = format!("FROM base:1\nRUN --network=host true\n");
+    let ctx2 = env.context("net-host", &[("Dockerfile", &host_run)]);
+    let err = env.build(&ctx2, &[]).failed().to_string();
+    assert!(
+        err.contains("network.host entitlement") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
+    // With it, the same fetch reaches the service: the check above can fail.
+    let ctx3 = env.context(
+        "net-allowed",
+        &[(
+            "Dockerfile",
+            &format!("FROM base:1\n{}", fetch_into("127.0.0.1", port, "lo")),
+        )],
+    );
+    env.build(
+        &ctx3,
+        &[
+            "--network",
+            "host",
+            "--allow",
+            "network.host",
+            "-t",
+            "net:2",
+        ],
+    )
+    .ok();
+    assert!(env
+        .image("library/net:2")
+        .text("lo")
+        .contains("host-secret"));
+}
+
+#[test]
+fn default_network_cannot_reach_host_loopback() {
+    scenario_default_network_is_isolated(&Env::new());
+}
+
+#[test]
+fn rootless_default_network_cannot_reach_host_loopback() {
+    if let Some(env) = Env::rootless() {
+        scenario_default_network_is_isolated(&env);
+    }
+}
+
+/// The block device under the test's files, as `major minor`.
+fn disk_device(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).unwrap().dev();
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    if Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+        (major, minor)
+    } else {
+        (7, 0) // loop0
+    }
+}
+
+fn scenario_step_confinement(env: &Env) {
+    let (major, minor) = disk_device(&env.work);
+    let dockerfile = format!(
+        "FROM base:1\n\
+         RUN grep -E '^(Seccomp|NoNewPrivs|CapBnd):' /proc/self/status > /status; \
+             (mknod /disk b {major} {minor} && head -c 512 /disk > /dev/null && echo read-disk || echo no-disk) > /disk.txt 2>/dev/null; \
+             rm -f /disk; \
+             (mount -t tmpfs t /mnt 2>/dev/null && echo mounted || echo no-mount) > /mount.txt; \
+             (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo proc-sys-written > /procsys.txt || echo proc-sys-ro > /procsys.txt\n"
+    );
+    let ctx = env.context("confined", &[("Dockerfile", &dockerfile)]);
+    env.build(&ctx, &["-t", "confined:1"]).ok();
+    let img = env.image("library/confined:1");
+    let status = img.text("status");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("CapBnd:\t00000000a80425fb"), "{status}");
+    assert_eq!(
+        img.text("disk.txt"),
+        "no-disk\n",
+        "a RUN step read the host's disk"
+    );
+    assert_eq!(img.text("mount.txt"), "no-mount\n");
+    assert_eq!(img.text("procsys.txt"), "proc-sys-ro\n");
+}
+
+#[test]
+fn run_steps_are_confined_like_docker_containers() {
+    scenario_step_confinement(&Env::new());
+}
+
+#[test]
+fn rootless_run_steps_are_confined_like_docker_containers() {
+    if let Some(env) = Env::rootless() {
+        scenario_step_confinement(&env);
+    }
+}
+
+/// A setuid binary from a layer (or made by a RUN step) and a device node
+/// stay in the root, but no other local user can reach them; the root's
+/// owner file keeps no command line.
+#[test]
+fn root_is_private_to_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some((uid, gid)) = common::rootless_user() else {
+        return;
+    };
+    let env = Env::new();
+    // The other user can walk up to the root (so the test can fail).
+    std::fs::set_permissions(&env.work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dockerfile = "FROM base:1\nARG TOKEN\nRUN cp /bin/busybox /bin/suid && chmod 4755 /bin/suid && mknod /null c 1 3\n";
+    let ctx = env.context("suid", &[("Dockerfile", dockerfile)]);
+    env.build(
+        &ctx,
+        &["--build-arg", "TOKEN=tok-s3cr3t-value", "-t", "suid:1"],
+    )
+    .ok();
+
+    let mode = std::fs::metadata(&env.root).unwrap().mode() & 0o777;
+    assert_eq!(mode & 0o067, 0, "root mode {mode:o}");
+    let owner = env.root.join("meta.owner");
+    let m = std::fs::metadata(&owner).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&owner).unwrap();
+    assert!(
+        !text.contains("tok-s3cr3t") && !text.contains("--build-arg"),
+        "{text}"
+    );
+
+    // Every setuid file and device node under the root, found as root.
+    let out = Command::new("find")
+        .arg(&env.root)
+        .args([
+            "(", "-perm", "-4000", "-o", "-type", "c", "-o", "-type", "b", ")", "-print",
+        ])
+        .output()
+        .unwrap();
+    let found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(found.iter().any(|p| p.ends_with("/bin/suid")), "{found:?}");
+    let other = |script: &str, arg: &str| {
+        Command::new("sh")
+            .args(["-c", script, "sh", arg])
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    assert!(other("test -x \"$1\"", env.work.to_str().unwrap())
+        .status
+        .success());
+    for path in &found {
+        let r = other("test -e \"$1\" || ls -l \"$1\"", path);
+        assert!(!r.status.success(), "user berth reaches {path}");
+    }
+    // An old root made world-traversable is made private on next use.
+    std::fs::set_permissions(&env.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(env.berth(&["images"]));
+    assert_eq!(std::fs::metadata(&env.root).unwrap().mode() & 0o777, 0o700);
+}
