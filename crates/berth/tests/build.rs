@@ -1755,8 +1755,8 @@ fn scenario_default_network_is_isolated(env: &Env) {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow network.host"), "{err}");
-    let host_run = format!("FROM base:1\nRUN --network=host true\n");
-    let ctx2 = env.context("net-host", &[("Dockerfile", &host_run)]);
+    let host_run = "FROM base:1\nRUN --network=host true\n";
+    let ctx2 = env.context("net-host", &[("Dockerfile", host_run)]);
     let err = env.build(&ctx2, &[]).failed().to_string();
     assert!(
         err.contains("network.host entitlement") && err.contains("Dockerfile:2"),
