@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io skopeo podman buildah umoci jq curl busybox-static docker-registry apache2-utils uidmap openssh-client git util-linux)
+packages=(docker.io skopeo podman buildah umoci jq curl busybox-static docker-registry apache2-utils uidmap openssh-client git util-linux libseccomp-dev slirp4netns iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
