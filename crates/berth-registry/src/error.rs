@@ -138,6 +138,14 @@ impl From<StoreError> for ApiError {
             StoreError::ManifestInvalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
             }
+            // 409: the request conflicts with the repository's state (an
+            // index still names the manifest); 400/405 would tell the client
+            // that deletion is disabled. See ARCHITECTURE.md.
+            StoreError::ManifestReferenced { digest, index } => {
+                ApiError::new(StatusCode::CONFLICT, "DENIED", msg).detail(
+                    serde_json::json!({ "digest": digest.to_string(), "index": index.to_string() }),
+                )
+            }
             StoreError::NameUnknown(n) => ApiError::name_unknown(&n),
             StoreError::UploadUnknown(id) => ApiError::upload_unknown(&id),
             StoreError::Io(_) | StoreError::Db(_) | StoreError::Locked(..) => {

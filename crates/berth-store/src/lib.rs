@@ -34,7 +34,7 @@ use berth_oci::Digest;
 use nix::fcntl::{Flock, FlockArg};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
-pub use fsck::FsckReport;
+pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use meta::Meta;
 pub use repo::Page;
@@ -59,6 +59,11 @@ pub enum StoreError {
     ManifestBlobUnknown(Digest),
     #[error("manifest is invalid: {0}")]
     ManifestInvalid(String),
+    #[error(
+        "manifest {digest} is referenced by index {index} in this repository: \
+         delete the index first (deleting the child would break it)"
+    )]
+    ManifestReferenced { digest: Digest, index: Digest },
     #[error("repository {0} is not known")]
     NameUnknown(String),
     #[error("upload {0} is not known: it was finished, cancelled or never started")]

@@ -180,11 +180,24 @@ pub fn gc(root: Option<PathBuf>, args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn fsck(root: Option<PathBuf>) -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub struct FsckArgs {
+    /// Index children missing from the repository are notes, not problems
+    /// (for roots served with --allow-sparse-index)
+    #[arg(long)]
+    allow_sparse_index: bool,
+}
+
+pub fn fsck(root: Option<PathBuf>, args: FsckArgs) -> anyhow::Result<()> {
     let root = root.unwrap_or_else(berth_store::default_root);
     let store = Store::open(&root, Access::Shared)
         .with_context(|| format!("cannot open the berth root {}", root.display()))?;
-    let report = store.fsck()?;
+    let report = store.fsck_with(berth_store::FsckOptions {
+        allow_sparse_index: args.allow_sparse_index,
+    })?;
+    for n in &report.notes {
+        println!("note: {n}");
+    }
     for p in &report.problems {
         println!("problem: {p}");
     }

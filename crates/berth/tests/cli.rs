@@ -139,3 +139,118 @@ fn gc_refuses_a_root_a_server_is_using() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("would remove 0 manifests, 0 blobs"));
 }
+
+/// Pushes `data` as a blob of `repo` (monolithic POST) and returns its digest.
+async fn push_blob(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> String {
+    let d = format!("sha256:{}", sha256_hex(data));
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    d
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    berth_oci::Digest::sha256_of(data).hex().to_string()
+}
+
+/// A one-layer OCI image in `repo`; returns the manifest's bytes.
+async fn push_image(c: &reqwest::Client, base: &str, repo: &str, tag: &str, seed: u8) -> Vec<u8> {
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}");
+    let layer = vec![seed; 1000];
+    let cd = push_blob(c, base, repo, config.as_bytes()).await;
+    let ld = push_blob(c, base, repo, &layer).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": 1000}],
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    manifest
+}
+
+/// `berth fsck` reports an index whose child is missing (exit non-zero),
+/// unless told the root serves sparse indexes; referrers whose subject is
+/// gone are notes. The sparse index is how such a root is made through the
+/// API alone (a DELETE of an index child is refused).
+#[test]
+fn fsck_reports_indexes_with_missing_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let root = dir.path().to_str().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = spawn_serve(
+        &["--root", root, "--addr", &addr, "--allow-sparse-index"],
+        port,
+    );
+    let base = format!("http://{addr}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let absent = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let present = push_image(&c, &base, "app", "one", 1).await;
+        let absent =
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "x": "never pushed"}))
+                .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "digest": format!("sha256:{}", sha256_hex(&present)), "size": present.len()},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "digest": format!("sha256:{}", sha256_hex(&absent)), "size": absent.len()},
+            ],
+        }))
+        .unwrap();
+        let r = c
+            .put(format!("{base}/v2/app/manifests/multi"))
+            .header("content-type", "application/vnd.oci.image.index.v1+json")
+            .body(index)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        // The present child cannot be deleted while the index names it.
+        let r = c
+            .delete(format!(
+                "{base}/v2/app/manifests/sha256:{}",
+                sha256_hex(&present)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        format!("sha256:{}", sha256_hex(&absent))
+    });
+    sigterm(&server);
+    assert!(server.wait().unwrap().success());
+
+    let out = berth(&["fsck"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("problem: app: index")
+            && stdout.contains(&format!("names child manifest {absent}"))
+            && stdout.contains(": 1 problems"),
+        "{stdout}"
+    );
+    let out = berth(&["fsck", "--allow-sparse-index"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("note: ") && stdout.contains(": 0 problems"),
+        "{stdout}"
+    );
+}
