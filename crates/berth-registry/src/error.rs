@@ -97,6 +97,27 @@ impl ApiError {
         )
     }
 
+    /// The process ran out of file descriptors: a temporary condition the
+    /// client may retry, not a server error.
+    pub fn out_of_descriptors(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("out of file descriptors: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOOMANYREQUESTS",
+            "the registry is out of file descriptors: retry later",
+        )
+        .header("retry-after", "1".to_string())
+    }
+
+    /// An I/O error: 503 when descriptors ran out, else 500.
+    pub fn io(e: std::io::Error) -> Self {
+        if is_fd_exhaustion(&e) {
+            Self::out_of_descriptors(e)
+        } else {
+            Self::internal(e)
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {e}");
         Self::new(
@@ -105,6 +126,10 @@ impl ApiError {
             format!("internal error: {e}"),
         )
     }
+}
+
+pub(crate) fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 impl From<NameError> for ApiError {
@@ -148,6 +173,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NameUnknown(n) => ApiError::name_unknown(&n),
             StoreError::UploadUnknown(id) => ApiError::upload_unknown(&id),
+            StoreError::Io(e) if is_fd_exhaustion(&e) => ApiError::out_of_descriptors(e),
             StoreError::Io(_) | StoreError::Db(_) | StoreError::Locked(..) => {
                 ApiError::internal(msg)
             }

@@ -42,6 +42,7 @@ fn body_error(e: BodyError) -> ApiError {
             "BLOB_UPLOAD_INVALID",
             format!("the upload body broke off: {m}"),
         ),
+        BodyError::Io(e) if crate::error::is_fd_exhaustion(&e) => ApiError::io(e),
         BodyError::Io(e) => ApiError::internal(format!("writing upload data: {e}")),
     }
 }
@@ -84,7 +85,7 @@ pub async fn start(reg: &Registry, name: &str, req: &mut Request) -> Result<Resp
         // Not mountable: fall back to an ordinary session (202).
     } else if let Some(d) = req.param("digest") {
         let digest = parse_digest(d)?;
-        let writer = reg.store.blobs.writer().map_err(ApiError::internal)?;
+        let writer = reg.store.blobs.writer().map_err(ApiError::io)?;
         let (writer, written) = write_body(writer, std::mem::take(&mut req.body)).await;
         if let Err(e) = written {
             writer.discard();

@@ -3,11 +3,40 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use berth_registry::{Registry, Settings, DEFAULT_MAX_MANIFEST_BYTES};
+use berth_registry::limits::{self, parse_duration};
+use berth_registry::{BodyRate, Limits, Registry, Settings, DEFAULT_MAX_MANIFEST_BYTES};
 use berth_store::{Access, GcOptions, Store};
 use serde::Deserialize;
+
+/// A duration flag or config value: `30s`, `500ms`, `5m`, `24h`, `7d`, a
+/// number of seconds, or `off` / `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dur(Option<Duration>);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Dur((n > 0).then(|| Duration::from_secs(n)))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -26,6 +55,24 @@ pub struct ServeArgs {
     /// Accept indexes whose child manifests are not in the repository
     #[arg(long)]
     allow_sparse_index: bool,
+    /// A request header must arrive within this time (of connecting, or of its first byte) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    header_read_timeout: Option<Dur>,
+    /// Close keep-alive connections idle this long [default: 75s]
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<Dur>,
+    /// Cut request bodies slower than this many bytes/s over --body-rate-window (0: off) [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    min_body_rate: Option<u64>,
+    /// The window --min-body-rate is measured over [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    body_rate_window: Option<Dur>,
+    /// Connections served at once; more are answered 503 (0: as many as the fd limit allows) [default: 4096]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections from one client address (IPv6: /64) (0: no cap) [default: 512]
+    #[arg(long, value_name = "N")]
+    max_connections_per_client: Option<usize>,
 }
 
 /// The config file (`--config`): every key optional.
@@ -40,17 +87,32 @@ struct ConfigFile {
     delete: Option<bool>,
     allow_sparse_index: Option<bool>,
     max_manifest_bytes: Option<usize>,
+    header_read_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
+    min_body_rate: Option<u64>,
+    body_rate_window: Option<Dur>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
 }
+
+const CONFIG_KEYS: &str = "addr, root, log_level, read_only, delete, allow_sparse_index, \
+    max_manifest_bytes, header_read_timeout, idle_timeout, min_body_rate, body_rate_window, \
+    max_connections, max_connections_per_client";
 
 fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "config file {} is not valid (keys: addr, root, log_level, read_only, delete, allow_sparse_index, max_manifest_bytes)",
+            "config file {} is not valid (keys: {CONFIG_KEYS})",
             path.display()
         )
     })
+}
+
+/// A duration: the flag, else the config file, else the default.
+fn dur(flag: Option<Dur>, file: Option<Dur>, default: Duration) -> Option<Duration> {
+    flag.or(file).map_or(Some(default), |d| d.0)
 }
 
 pub fn serve(
@@ -77,6 +139,15 @@ pub fn serve(
         .addr
         .or(file.addr)
         .unwrap_or_else(|| "127.0.0.1:5000".parse().expect("default address"));
+    let body_rate = args
+        .min_body_rate
+        .or(file.min_body_rate)
+        .unwrap_or(limits::DEFAULT_MIN_BODY_RATE);
+    let body_window = dur(
+        args.body_rate_window,
+        file.body_rate_window,
+        limits::DEFAULT_BODY_RATE_WINDOW,
+    );
     let settings = Settings {
         read_only: args.read_only || file.read_only.unwrap_or(false),
         delete_enabled: !args.no_delete && file.delete.unwrap_or(true),
@@ -84,7 +155,41 @@ pub fn serve(
         max_manifest_bytes: file
             .max_manifest_bytes
             .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
+        limits: Limits {
+            header_read_timeout: dur(
+                args.header_read_timeout,
+                file.header_read_timeout,
+                limits::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            idle_timeout: dur(
+                args.idle_timeout,
+                file.idle_timeout,
+                limits::DEFAULT_IDLE_TIMEOUT,
+            ),
+            min_body_rate: match (body_rate, body_window) {
+                (0, _) | (_, None) => None,
+                (bytes_per_sec, Some(window)) => Some(BodyRate {
+                    bytes_per_sec,
+                    window,
+                }),
+            },
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_client: args
+                .max_connections_per_client
+                .or(file.max_connections_per_client)
+                .unwrap_or(limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+        },
     };
+    // Every connection and every blob being read or written holds a
+    // descriptor; the soft limit is often 1024 where the hard one is far
+    // higher. The connection caps are fitted into what this gives.
+    match limits::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("RLIMIT_NOFILE: {n}"),
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE to its hard limit: {e}"),
+    }
 
     let store = Store::open(&root, Access::Shared)
         .with_context(|| format!("cannot open the berth root {}", root.display()))?;

@@ -254,3 +254,355 @@ fn fsck_reports_indexes_with_missing_children() {
         "{stdout}"
     );
 }
+
+// ---- issue 9: floods, slow clients, expired sessions --------------------
+
+/// Lets this test process hold a thousand sockets.
+fn raise_own_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid pointers.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// `berth serve ARGS` with at most `nofile` file descriptors (prlimit).
+fn spawn_serve_limited(nofile: u32, args: &[&str], port: u16) -> Option<common::Server> {
+    if !Path::new("/usr/bin/prlimit").exists() {
+        eprintln!("skipped: no prlimit");
+        return None;
+    }
+    let child = Command::new("/usr/bin/prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start berth serve under prlimit");
+    let server = common::Server(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+/// Pushes a blob as docker does: POST a session, PUT the data to it.
+async fn push_blob_session(c: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> String {
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let d = format!("sha256:{}", sha256_hex(data));
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{base}{loc}{sep}digest={d}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    d
+}
+
+/// A normal push (sessions, then the manifest) and pull of it.
+async fn normal_push_and_pull(base: &str, repo: &str) {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = vec![7u8; 100_000];
+    let cd = push_blob_session(&c, base, repo, config).await;
+    let ld = push_blob_session(&c, base, repo, &layer).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = c
+        .get(format!("{base}/v2/{repo}/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+}
+
+/// Issue 9: idle connections locked everyone else out. Under a limit of
+/// 256 descriptors, 1,000 connections that send nothing: the ones over the
+/// cap get a 503 at once, another client gets an answer at once (never a
+/// stall), and once the flood is gone a push works.
+#[test]
+fn an_idle_connection_flood_is_refused_not_stalled() {
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let root = dir.path().to_str().unwrap();
+    let Some(_server) = spawn_serve_limited(256, &["--root", root, "--addr", &addr], port) else {
+        return;
+    };
+    let base = format!("http://{addr}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sockaddr: std::net::SocketAddr = addr.parse().unwrap();
+        let (flood, refused) = flood_connections(sockaddr, "127.0.0.2", 1000).await;
+        assert!(refused >= 500, "only {refused} of 1000 were refused");
+        // Another client is answered at once: served, or refused (503).
+        let answer = tokio::time::timeout(Duration::from_secs(3), raw_get(sockaddr, "/v2/"))
+            .await
+            .expect("a client stalled behind a thousand idle connections");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 503"),
+            "{answer}"
+        );
+        drop(flood);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !raw_get(sockaddr, "/v2/").await.starts_with("HTTP/1.1 200") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not served after the flood"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        normal_push_and_pull(&base, "after/flood").await;
+    });
+}
+
+/// With a per-client cap, a flood from one address does not even cost the
+/// others a 503: they are served while it lasts.
+#[test]
+fn a_connection_flood_from_one_address_spares_the_others() {
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let root = dir.path().to_str().unwrap();
+    let Some(_server) = spawn_serve_limited(
+        2048,
+        &[
+            "--root",
+            root,
+            "--addr",
+            &addr,
+            "--max-connections-per-client",
+            "100",
+        ],
+        port,
+    ) else {
+        return;
+    };
+    let base = format!("http://{addr}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sockaddr: std::net::SocketAddr = addr.parse().unwrap();
+        let (_flood, refused) = flood_connections(sockaddr, "127.0.0.2", 1000).await;
+        assert_eq!(refused, 900);
+        for _ in 0..10 {
+            let answer = tokio::time::timeout(Duration::from_secs(3), raw_get(sockaddr, "/v2/"))
+                .await
+                .expect("stalled");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        normal_push_and_pull(&base, "beside/flood").await;
+    });
+}
+
+/// Opens `n` connections from `source` that send nothing. Returns the ones
+/// still open and how many were refused with a 503 (read within 3 s).
+async fn flood_connections(
+    addr: std::net::SocketAddr,
+    source: &str,
+    n: usize,
+) -> (Vec<tokio::net::TcpStream>, usize) {
+    use tokio::io::AsyncReadExt;
+    let mut open = Vec::new();
+    for _ in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(3), sock.connect(addr))
+            .await
+            .expect("connect stalled")
+            .expect("connect");
+        open.push(s);
+    }
+    // Which of them were answered 503 and closed?
+    let mut set = tokio::task::JoinSet::new();
+    for mut s in open {
+        set.spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let refused = loop {
+                match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                    Err(_) => break false, // still open and silent: admitted
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        break String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503")
+                    }
+                    Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+                }
+            };
+            (s, refused)
+        });
+    }
+    let mut still_open = Vec::new();
+    let mut refused = 0;
+    for (s, r) in set.join_all().await {
+        if r {
+            refused += 1;
+        } else {
+            still_open.push(s);
+        }
+    }
+    (still_open, refused)
+}
+
+/// One `GET` over a fresh connection: the whole answer as text.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The timeouts and the body rate come from flags, and a cut body is
+/// logged: a slowloris header, an idle keep-alive connection and a body
+/// trickling in below the minimum are each cut within about their limit.
+#[test]
+fn timeouts_and_the_body_rate_cut_slow_clients() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--root"])
+        .arg(dir.path().join("root"))
+        .args(["--addr", &addr, "--log-level", "info"])
+        .args(["--header-read-timeout", "1s", "--idle-timeout", "800ms"])
+        .args(["--min-body-rate", "1000", "--body-rate-window", "1s"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = common::Server(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Seconds until the server closes `s` (while `feed` keeps writing).
+    let closed_after = |mut s: std::net::TcpStream, feed: Option<&'static [u8]>| {
+        let start = std::time::Instant::now();
+        let mut w = s.try_clone().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let feeder = std::thread::spawn(move || {
+            if let Some(bytes) = feed {
+                for b in bytes.iter().cycle() {
+                    if stop2.load(std::sync::atomic::Ordering::Relaxed)
+                        || w.write_all(&[*b]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        feeder.join().unwrap();
+        assert!(
+            !matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "still open after 6 s"
+        );
+        (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    };
+
+    // A header arriving a byte every 100 ms.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let (took, _) = closed_after(s, Some(b"X-Slow: aaaaaaaa"));
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+
+    // An idle keep-alive connection after its request.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (took, answer) = closed_after(s, None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+
+    // An upload body at 10 bytes/s (minimum 1000).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loc = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/v2/slow/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        r.headers()["location"].to_str().unwrap().to_string()
+    });
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    let (took, answer) = closed_after(s, Some(b"slow body "));
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("too slow"),
+        "{answer}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("cutting a request body") && log.contains("127.0.0.1"),
+        "{log}"
+    );
+    assert!(log.contains("header_read_timeout"), "{log}");
+}
