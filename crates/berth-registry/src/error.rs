@@ -128,6 +128,9 @@ impl ApiError {
     }
 }
 
+/// Seconds a client refused a new upload session is told to wait.
+const UPLOAD_RETRY_AFTER: u32 = 10;
+
 pub(crate) fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
@@ -173,6 +176,14 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NameUnknown(n) => ApiError::name_unknown(&n),
             StoreError::UploadUnknown(id) => ApiError::upload_unknown(&id),
+            StoreError::TooManyUploads { limit, per_client } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
+                    .detail(serde_json::json!({
+                        "limit": limit,
+                        "scope": if per_client { "client" } else { "registry" },
+                    }))
+                    .header("retry-after", UPLOAD_RETRY_AFTER.to_string())
+            }
             StoreError::Io(e) if is_fd_exhaustion(&e) => ApiError::out_of_descriptors(e),
             StoreError::Io(_) | StoreError::Db(_) | StoreError::Locked(..) => {
                 ApiError::internal(msg)

@@ -32,7 +32,7 @@ use axum::Router;
 use berth_store::Store;
 
 pub use error::ApiError;
-pub use limits::{BodyRate, Limits};
+pub use limits::{BodyRate, Limits, UploadLimits};
 use route::Route;
 
 /// Largest manifest accepted; larger pushes get 413.
@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_manifest_bytes: usize,
     /// Connection caps and timeouts of the public listener.
     pub limits: Limits,
+    /// Upload session caps and expiry.
+    pub uploads: UploadLimits,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             allow_sparse_index: false,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             limits: Limits::default(),
+            uploads: UploadLimits::default(),
         }
     }
 }
@@ -233,7 +236,8 @@ pub fn empty(status: StatusCode, headers: &[(&'static str, String)]) -> Response
 ///
 /// The connection caps are fitted into the process's file-descriptor limit
 /// ([`limits::Budget`]; `berth serve` raises the soft limit to the hard one
-/// first).
+/// first), and upload sessions are swept (idle files closed, expired
+/// sessions removed) while it runs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Shared,
@@ -259,6 +263,10 @@ pub async fn serve(
         );
     }
     tracing::debug!(?budget, nofile, "connection and file budget");
+    registry
+        .store
+        .uploads
+        .set_max_open_files(budget.session_files);
     let public = conn::ConnLimits {
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
@@ -267,6 +275,7 @@ pub async fn serve(
         max_connections_per_client: budget.max_connections_per_client,
         refusals: budget.refusals,
     };
+    let sweeper = tokio::spawn(sweep_uploads(registry.clone(), stopped.clone()));
 
     let local = match local::bind(registry.store.root()) {
         Ok(l) => {
@@ -308,5 +317,45 @@ pub async fn serve(
         }
         let _ = std::fs::remove_file(path);
     }
+    let _ = sweeper.await;
     result
+}
+
+/// Closes the files of idle upload sessions and removes expired ones, a
+/// few times per `close_idle_after` / `max_age`, until `stop`.
+async fn sweep_uploads(reg: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let u = &reg.settings.uploads;
+    let mut every = u.close_idle_after / 2;
+    if let Some(age) = u.max_age {
+        every = every.min(age / 4);
+    }
+    let every = every.clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        match reg.store.sweep_uploads(u.close_idle_after, u.max_age).await {
+            Ok(r) => {
+                for e in &r.expired {
+                    tracing::info!(
+                        upload = %e.id,
+                        repository = %e.repo,
+                        bytes = e.size,
+                        "upload session expired after {}s idle (uploads.max_age)",
+                        e.idle.as_secs()
+                    );
+                }
+                if r.closed > 0 {
+                    tracing::debug!("closed {} idle upload session files", r.closed);
+                }
+            }
+            Err(e) => tracing::warn!("sweeping upload sessions: {e}"),
+        }
+    }
 }

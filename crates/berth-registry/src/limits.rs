@@ -1,6 +1,6 @@
 //! The limits that keep one client from taking the registry down (issue 9):
-//! connection caps, header / idle / body-rate timeouts, and the
-//! file-descriptor budget they are fitted into.
+//! connection caps, header / idle / body-rate timeouts, upload session caps,
+//! and the file-descriptor budget they are fitted into.
 //!
 //! Every number is configurable (`berth serve` flags and config file); the
 //! defaults follow common servers where distribution has none: a 30 s
@@ -66,6 +66,37 @@ impl Default for Limits {
             }),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        }
+    }
+}
+
+/// Upload session limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Open sessions in the root; 0: no cap.
+    pub max_sessions: usize,
+    /// Open sessions started by one client address; 0: no cap.
+    pub max_sessions_per_client: usize,
+    /// Sessions idle this long expire (removed by the server, and by
+    /// `berth gc`); `None`: never.
+    pub max_age: Option<Duration>,
+    /// A session's file is closed after it has been idle this long (its
+    /// next request reopens it, re-hashing what it holds).
+    pub close_idle_after: Duration,
+}
+
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 256;
+pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_CLOSE_IDLE_AFTER: Duration = Duration::from_secs(30);
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            max_age: Some(DEFAULT_UPLOAD_MAX_AGE),
+            close_idle_after: DEFAULT_CLOSE_IDLE_AFTER,
         }
     }
 }
@@ -162,9 +193,6 @@ pub fn nofile_limit() -> u64 {
 /// server's own user and root; the cap only keeps it within the budget).
 pub const LOCAL_MAX_CONNECTIONS: usize = 256;
 
-/// Upload session files the budget keeps room for.
-const SESSION_FILES: usize = 256;
-
 /// Descriptors kept for the process itself: database, lock, listeners,
 /// epoll, standard streams, hashing and writer threads' files.
 const RESERVED_FDS: u64 = 64;
@@ -187,7 +215,7 @@ impl Budget {
     /// Fits `limits` into `nofile` descriptors.
     pub fn fit(limits: &Limits, nofile: u64) -> Budget {
         let avail = nofile.saturating_sub(RESERVED_FDS).min(u32::MAX as u64) as usize;
-        let session_files = SESSION_FILES.min(avail / 8).max(1);
+        let session_files = berth_store::DEFAULT_MAX_OPEN_FILES.min(avail / 8).max(1);
         let local_connections = LOCAL_MAX_CONNECTIONS.min(avail / 16).max(2);
         let refusals = 64.min(avail / 16).max(1);
         let rest = avail.saturating_sub(session_files + 2 * local_connections + refusals);

@@ -96,13 +96,18 @@ impl crate::conn::Accept for LocalListener {
 }
 
 /// `registry` with full rights, as the local endpoint serves it: no
-/// read-only or no-delete mode.
+/// read-only or no-delete mode, no upload session caps.
 fn full_rights(registry: &Registry) -> Shared {
     Arc::new(Registry {
         store: registry.store.clone(),
         settings: Settings {
             read_only: false,
             delete_enabled: true,
+            uploads: crate::UploadLimits {
+                max_sessions: 0,
+                max_sessions_per_client: 0,
+                ..registry.settings.uploads.clone()
+            },
             ..registry.settings.clone()
         },
     })

@@ -1,6 +1,6 @@
 //! Issue 9: one client must not be able to take the registry down. Each
-//! test reproduces an attack (slow or idle connections, connection
-//! floods, slow bodies) against a server with small limits
+//! test reproduces an attack (slow or idle connections, connection and
+//! upload-session floods, slow bodies) against a server with small limits
 //! and checks that it is cut or refused promptly while others are served.
 //! Loopback only; `127.0.0.2` plays the other client.
 
@@ -256,4 +256,117 @@ async fn one_client_cannot_take_every_connection() {
     for s in &mut held {
         assert!(read_until_closed(s, ms(100)).await.is_none());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_sessions_are_capped_per_client_and_in_total() {
+    let srv = Server::start_with(settings(|s| {
+        s.uploads.max_sessions = 5;
+        s.uploads.max_sessions_per_client = 3;
+    }))
+    .await;
+    let other = srv.api_from("127.0.0.2");
+    let mut theirs = Vec::new();
+    for _ in 0..3 {
+        theirs.push(other.start_upload("flood").await);
+    }
+    let r = send(other.req(Method::POST, "/v2/flood/blobs/uploads/")).await;
+    r.error(429, "TOOMANYREQUESTS");
+    assert_eq!(r.h("retry-after"), "10");
+    assert_eq!(r.json()["errors"][0]["detail"]["scope"], "client");
+
+    // Another client still gets sessions, up to the total.
+    let a = srv.start_upload("mine").await;
+    srv.start_upload("mine").await;
+    let r = send(srv.req(Method::POST, "/v2/mine/blobs/uploads/")).await;
+    r.error(429, "TOOMANYREQUESTS");
+    assert_eq!(r.json()["errors"][0]["detail"]["scope"], "registry");
+    // Monolithic pushes open no session: never capped.
+    srv.push_blob("mine", b"monolithic").await;
+
+    // Finishing or cancelling a session frees its place.
+    let data = b"chunk";
+    send(
+        srv.req(
+            Method::PUT,
+            &with_query(&a, &format!("digest={}", sha(data))),
+        )
+        .body(data.to_vec()),
+    )
+    .await
+    .status(201);
+    srv.start_upload("mine").await;
+    other.delete(&theirs[0]).await.status(204);
+    other.start_upload("flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_upload_sessions_close_their_files_and_expire() {
+    let srv = Server::start_with(settings(|s| {
+        s.uploads.close_idle_after = ms(200);
+        s.uploads.max_age = Some(Duration::from_secs(2));
+        s.uploads.max_sessions_per_client = 1;
+    }))
+    .await;
+    let store = srv.store();
+    let loc = srv.start_upload("idle").await;
+    assert_eq!(
+        store.uploads.open_files(),
+        1,
+        "kept open for its first request"
+    );
+    let data = noise(7, 5000);
+    let r = send(
+        srv.req(Method::PATCH, &loc)
+            .header("content-type", "application/octet-stream")
+            .body(data[..3000].to_vec()),
+    )
+    .await;
+    r.status(202);
+    assert_eq!(
+        store.uploads.open_files(),
+        1,
+        "kept open for the next chunk"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.uploads.open_files() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle session's file stayed open"
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    // Reopened on demand, it goes on where it was.
+    let r = send(
+        srv.req(
+            Method::PUT,
+            &with_query(&loc, &format!("digest={}", sha(&data))),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(data[3000..].to_vec()),
+    )
+    .await;
+    r.status(201);
+
+    // A session left alone expires, and its client may start another.
+    let loc = srv.start_upload("idle").await;
+    send(srv.req(Method::POST, "/v2/idle/blobs/uploads/"))
+        .await
+        .error(429, "TOOMANYREQUESTS");
+    let start = Instant::now();
+    loop {
+        let r = srv.get(&loc).await;
+        if r.status == 404 {
+            r.error(404, "BLOB_UPLOAD_UNKNOWN");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never expired");
+        tokio::time::sleep(ms(100)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    srv.start_upload("idle").await;
 }

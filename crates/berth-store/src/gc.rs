@@ -6,16 +6,18 @@
 //! index children and referrers (an artifact attached to a kept image is
 //! kept); a kept index keeps its children's content and blobs. Sweep: links
 //! to unmarked blobs, unmarked blob files, manifest content no repository
-//! names, and stray ingest files.
+//! names, upload sessions past their maximum age, and stray ingest files.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::time::Duration;
 
 use berth_oci::{Digest, ParsedManifest};
 use redb::ReadableTable;
 
 use crate::meta::{BLOB_LINKS, MANIFESTS, MANIFEST_BYTES, REFERRERS, TAGS, UPLOADS};
 use crate::repo::delete_manifest;
+use crate::uploads::{remove_expired, ExpiredUpload};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +26,8 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Also remove manifests no tag reaches.
     pub delete_untagged: bool,
+    /// Remove upload sessions idle for at least this long.
+    pub upload_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -34,6 +38,8 @@ pub struct GcReport {
     pub blobs: Vec<(Digest, u64)>,
     /// Links removed: (repository, digest).
     pub links: Vec<(String, String)>,
+    /// Upload sessions removed because they were idle past the maximum age.
+    pub expired_uploads: Vec<ExpiredUpload>,
     pub stray_files: usize,
 }
 
@@ -46,8 +52,16 @@ impl GcReport {
 impl Store {
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport, StoreError> {
         let blobs_on_disk = self.blobs.list()?;
+        let expired = match opts.upload_max_age {
+            Some(age) => self.expired_uploads(age)?,
+            None => Vec::new(),
+        };
         let (report, keep_blobs) = self.meta.write_blocking(move |txn| {
             let mut report = GcReport::default();
+            if !opts.dry_run {
+                remove_expired(txn, &expired)?;
+            }
+            report.expired_uploads = expired;
             let bytes_of =
                 |d: &str, media_type: Option<&str>| -> Result<Option<ParsedManifest>, StoreError> {
                     Ok(txn.open_table(MANIFEST_BYTES)?.get(d)?.and_then(|b| {
@@ -181,6 +195,12 @@ impl Store {
                     self.blobs.remove(&d)?;
                 }
                 report.blobs.push((d, size));
+            }
+        }
+
+        if !opts.dry_run {
+            for e in &report.expired_uploads {
+                let _ = fs::remove_file(self.blobs.upload_path(&e.id));
             }
         }
 

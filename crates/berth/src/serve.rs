@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_registry::limits::{self, parse_duration};
-use berth_registry::{BodyRate, Limits, Registry, Settings, DEFAULT_MAX_MANIFEST_BYTES};
+use berth_registry::{
+    BodyRate, Limits, Registry, Settings, UploadLimits, DEFAULT_MAX_MANIFEST_BYTES,
+};
 use berth_store::{Access, GcOptions, Store};
 use serde::Deserialize;
 
@@ -73,6 +75,18 @@ pub struct ServeArgs {
     /// Connections from one client address (IPv6: /64) (0: no cap) [default: 512]
     #[arg(long, value_name = "N")]
     max_connections_per_client: Option<usize>,
+    /// Open upload sessions in total (0: no cap) [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_upload_sessions: Option<usize>,
+    /// Open upload sessions per client address (0: no cap) [default: 256]
+    #[arg(long, value_name = "N")]
+    max_upload_sessions_per_client: Option<usize>,
+    /// Upload sessions idle this long expire (off: never) [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    upload_max_age: Option<Dur>,
+    /// Close an idle upload session's file after this long [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    upload_close_idle_after: Option<Dur>,
 }
 
 /// The config file (`--config`): every key optional.
@@ -93,11 +107,24 @@ struct ConfigFile {
     body_rate_window: Option<Dur>,
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
+    #[serde(default)]
+    uploads: UploadsConfig,
+}
+
+/// `[uploads]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadsConfig {
+    max_age: Option<Dur>,
+    max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
+    close_idle_after: Option<Dur>,
 }
 
 const CONFIG_KEYS: &str = "addr, root, log_level, read_only, delete, allow_sparse_index, \
     max_manifest_bytes, header_read_timeout, idle_timeout, min_body_rate, body_rate_window, \
-    max_connections, max_connections_per_client";
+    max_connections, max_connections_per_client; [uploads] max_age, max_sessions, \
+    max_sessions_per_client, close_idle_after";
 
 fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
@@ -113,6 +140,10 @@ fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
 /// A duration: the flag, else the config file, else the default.
 fn dur(flag: Option<Dur>, file: Option<Dur>, default: Duration) -> Option<Duration> {
     flag.or(file).map_or(Some(default), |d| d.0)
+}
+
+fn upload_max_age(args_age: Option<Dur>, file: &UploadsConfig) -> Option<Duration> {
+    dur(args_age, file.max_age, limits::DEFAULT_UPLOAD_MAX_AGE)
 }
 
 pub fn serve(
@@ -182,6 +213,24 @@ pub fn serve(
                 .or(file.max_connections_per_client)
                 .unwrap_or(limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
         },
+        uploads: UploadLimits {
+            max_sessions: args
+                .max_upload_sessions
+                .or(file.uploads.max_sessions)
+                .unwrap_or(limits::DEFAULT_MAX_SESSIONS),
+            max_sessions_per_client: args
+                .max_upload_sessions_per_client
+                .or(file.uploads.max_sessions_per_client)
+                .unwrap_or(limits::DEFAULT_MAX_SESSIONS_PER_CLIENT),
+            max_age: upload_max_age(args.upload_max_age, &file.uploads),
+            // "off" would keep every idle file open: the smallest sane value.
+            close_idle_after: dur(
+                args.upload_close_idle_after,
+                file.uploads.close_idle_after,
+                limits::DEFAULT_CLOSE_IDLE_AFTER,
+            )
+            .unwrap_or(Duration::from_secs(1)),
+        },
     };
     // Every connection and every blob being read or written holds a
     // descriptor; the soft limit is often 1024 where the hard one is far
@@ -249,10 +298,21 @@ pub struct GcArgs {
     /// Also remove manifests that no tag reaches (directly, through an index, or as a referrer)
     #[arg(long, short = 'm')]
     delete_untagged: bool,
+    /// Remove upload sessions idle this long (off: keep them) [default: [uploads] max_age of --config, else 24h]
+    #[arg(long, value_name = "DURATION")]
+    upload_max_age: Option<Dur>,
+    /// berth serve's config file, for its root and [uploads] max_age
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 pub fn gc(root: Option<PathBuf>, args: GcArgs) -> anyhow::Result<()> {
-    let root = root.unwrap_or_else(berth_store::default_root);
+    let file = match &args.config {
+        Some(p) => load_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let upload_max_age = upload_max_age(args.upload_max_age, &file.uploads);
+    let root = root.or(file.root).unwrap_or_else(berth_store::default_root);
     let store = Store::open(&root, Access::Exclusive).with_context(|| {
         format!(
             "cannot open the berth root {} for garbage collection",
@@ -262,6 +322,7 @@ pub fn gc(root: Option<PathBuf>, args: GcArgs) -> anyhow::Result<()> {
     let report = store.gc(GcOptions {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged,
+        upload_max_age,
     })?;
     let verb = if args.dry_run {
         "would remove"
@@ -274,15 +335,36 @@ pub fn gc(root: Option<PathBuf>, args: GcArgs) -> anyhow::Result<()> {
     for (d, size) in &report.blobs {
         println!("{verb} blob {d} ({size} bytes)");
     }
+    for u in &report.expired_uploads {
+        println!(
+            "{verb} expired upload {} of {} ({} bytes, idle {})",
+            u.id,
+            u.repo,
+            u.size,
+            idle(u.idle)
+        );
+    }
     println!(
-        "{verb} {} manifests, {} blobs ({} bytes), {} repository links, {} stray upload files",
+        "{verb} {} manifests, {} blobs ({} bytes), {} repository links, {} expired upload sessions, {} stray upload files",
         report.manifests.len(),
         report.blobs.len(),
         report.bytes_freed(),
         report.links.len(),
+        report.expired_uploads.len(),
         report.stray_files
     );
     Ok(())
+}
+
+/// `3d 4h`, `2h 5m`, `40s`.
+fn idle(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 86400 => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[derive(clap::Args)]
