@@ -23,9 +23,9 @@ pub fn get(reg: &Registry, name: &str, digest: &str, req: &Request) -> Result<Re
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ApiError::blob_unknown(&digest))
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::io(e)),
     };
-    let size = file.metadata().map_err(ApiError::internal)?.len();
+    let size = file.metadata().map_err(ApiError::io)?.len();
     let digest = digest.to_string();
     let common = |resp: &mut Response| {
         let h = resp.headers_mut();

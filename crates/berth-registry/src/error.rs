@@ -97,6 +97,27 @@ impl ApiError {
         )
     }
 
+    /// The process ran out of file descriptors: a temporary condition the
+    /// client may retry, not a server error.
+    pub fn out_of_descriptors(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("out of file descriptors: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOOMANYREQUESTS",
+            "the registry is out of file descriptors: retry later",
+        )
+        .header("retry-after", "1".to_string())
+    }
+
+    /// An I/O error: 503 when descriptors ran out, else 500.
+    pub fn io(e: std::io::Error) -> Self {
+        if is_fd_exhaustion(&e) {
+            Self::out_of_descriptors(e)
+        } else {
+            Self::internal(e)
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {e}");
         Self::new(
@@ -105,6 +126,13 @@ impl ApiError {
             format!("internal error: {e}"),
         )
     }
+}
+
+/// Seconds a client refused a new upload session is told to wait.
+const UPLOAD_RETRY_AFTER: u32 = 10;
+
+pub(crate) fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 impl From<NameError> for ApiError {
@@ -138,8 +166,25 @@ impl From<StoreError> for ApiError {
             StoreError::ManifestInvalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
             }
+            // 409: the request conflicts with the repository's state (an
+            // index still names the manifest); 400/405 would tell the client
+            // that deletion is disabled. See ARCHITECTURE.md.
+            StoreError::ManifestReferenced { digest, index } => {
+                ApiError::new(StatusCode::CONFLICT, "DENIED", msg).detail(
+                    serde_json::json!({ "digest": digest.to_string(), "index": index.to_string() }),
+                )
+            }
             StoreError::NameUnknown(n) => ApiError::name_unknown(&n),
             StoreError::UploadUnknown(id) => ApiError::upload_unknown(&id),
+            StoreError::TooManyUploads { limit, per_client } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
+                    .detail(serde_json::json!({
+                        "limit": limit,
+                        "scope": if per_client { "client" } else { "registry" },
+                    }))
+                    .header("retry-after", UPLOAD_RETRY_AFTER.to_string())
+            }
+            StoreError::Io(e) if is_fd_exhaustion(&e) => ApiError::out_of_descriptors(e),
             StoreError::Io(_) | StoreError::Db(_) | StoreError::Locked(..) => {
                 ApiError::internal(msg)
             }

@@ -6,11 +6,14 @@
 //! [`blobs`], [`uploads`], [`manifests`] or [`listing`]. Handlers only speak
 //! HTTP; storage rules live in `berth-store`. [`serve`] also serves the
 //! root's private [`local`] endpoint (`<root>/serve.sock`) for other berth
-//! processes on the same root.
+//! processes on the same root. Connections are served by [`conn`] within
+//! the [`limits`] (caps, timeouts, minimum body rate).
 
 pub mod blobs;
 pub mod body;
+mod conn;
 pub mod error;
+pub mod limits;
 pub mod listing;
 pub mod local;
 pub mod manifests;
@@ -18,18 +21,18 @@ pub mod route;
 pub mod uploads;
 
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use axum::Router;
 use berth_store::Store;
 
 pub use error::ApiError;
+pub use limits::{BodyRate, Limits, UploadLimits};
 use route::Route;
 
 /// Largest manifest accepted; larger pushes get 413.
@@ -45,6 +48,10 @@ pub struct Settings {
     /// Accept an index whose child manifests are not in the repository.
     pub allow_sparse_index: bool,
     pub max_manifest_bytes: usize,
+    /// Connection caps and timeouts of the public listener.
+    pub limits: Limits,
+    /// Upload session caps and expiry.
+    pub uploads: UploadLimits,
 }
 
 impl Default for Settings {
@@ -54,6 +61,8 @@ impl Default for Settings {
             delete_enabled: true,
             allow_sparse_index: false,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            limits: Limits::default(),
+            uploads: UploadLimits::default(),
         }
     }
 }
@@ -72,6 +81,9 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Body,
     pub query: HashMap<String, String>,
+    /// The client's key for per-client caps (see [`limits::client_key`]);
+    /// `None` on the local endpoint and behind [`router`].
+    pub client: Option<Arc<str>>,
 }
 
 impl Request {
@@ -86,17 +98,31 @@ impl Request {
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-/// The router: every path goes to the dispatcher.
+/// The router: every path goes to the dispatcher. For embedding berth's
+/// API in another axum server (no connection limits, no per-client caps:
+/// [`serve`] has those).
 pub fn router(registry: Shared) -> Router {
     Router::new().fallback(dispatch).with_state(registry)
 }
 
-pub(crate) async fn dispatch(
+async fn dispatch(
     State(reg): State<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    respond(&reg, method, uri, headers, body, None).await
+}
+
+/// Answers one request of `client`.
+pub(crate) async fn respond(
+    reg: &Registry,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    client: Option<Arc<str>>,
 ) -> Response {
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
         .map(|q| q.0)
@@ -107,9 +133,10 @@ pub(crate) async fn dispatch(
         headers,
         body,
         query,
+        client,
     };
     tracing::debug!(method = %req.method, uri = %req.uri, "request");
-    let resp = match handle(&reg, req).await {
+    let resp = match handle(reg, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -206,6 +233,11 @@ pub fn empty(status: StatusCode, headers: &[(&'static str, String)]) -> Response
 /// removed. If the socket cannot be bound (say, the root's path is longer
 /// than a socket address allows), the registry runs without it and other
 /// berth commands on this root report the root as locked.
+///
+/// The connection caps are fitted into the process's file-descriptor limit
+/// ([`limits::Budget`]; `berth serve` raises the soft limit to the hard one
+/// first), and upload sessions are swept (idle files closed, expired
+/// sessions removed) while it runs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Shared,
@@ -218,17 +250,47 @@ pub async fn serve(
         shutdown.await;
         let _ = signal.send(true);
     });
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+
+    let limits = &registry.settings.limits;
+    let nofile = limits::nofile_limit();
+    let budget = limits::Budget::fit(limits, nofile);
+    if limits.max_connections != 0 && budget.max_connections < limits.max_connections {
+        tracing::warn!(
+            "the file-descriptor limit ({nofile}) allows {} connections, not the {} configured \
+             (raise `ulimit -n` to serve more)",
+            budget.max_connections,
+            limits.max_connections
+        );
+    }
+    tracing::debug!(?budget, nofile, "connection and file budget");
+    registry
+        .store
+        .uploads
+        .set_max_open_files(budget.session_files);
+    let public = conn::ConnLimits {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        min_body_rate: limits.min_body_rate,
+        max_connections: budget.max_connections,
+        max_connections_per_client: budget.max_connections_per_client,
+        refusals: budget.refusals,
     };
+    let sweeper = tokio::spawn(sweep_uploads(registry.clone(), stopped.clone()));
 
     let local = match local::bind(registry.store.root()) {
         Ok(l) => {
             tracing::info!(socket = %l.path().display(), "local endpoint listening");
             let path = l.path().to_path_buf();
-            let server = axum::serve(l, local::router(&registry))
-                .with_graceful_shutdown(wait(stopped.clone()));
-            Some((tokio::spawn(server.into_future()), path))
+            // The local peers are the server's own user and root: no body
+            // rate, no per-client cap, only the descriptor budget.
+            let limits = conn::ConnLimits {
+                min_body_rate: None,
+                max_connections: budget.local_connections,
+                max_connections_per_client: 0,
+                ..public.clone()
+            };
+            let server = conn::serve(l, limits, local::handler(&registry), stopped.clone());
+            Some((tokio::spawn(server), path))
         }
         Err(e) => {
             tracing::warn!("serving without the local endpoint: {e}");
@@ -236,13 +298,15 @@ pub async fn serve(
         }
     };
 
-    let listener = listener.tap_io(|tcp| {
-        // Small responses (manifests, 202s) must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
+    let reg = registry.clone();
+    let handler: conn::Handler = Arc::new(move |req, client| {
+        let reg = reg.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            respond(&reg, parts.method, parts.uri, parts.headers, body, client).await
+        })
     });
-    let result = axum::serve(listener, router(registry))
-        .with_graceful_shutdown(wait(stopped))
-        .await;
+    let result = conn::serve(listener, public, handler, stopped).await;
     // Also when the public listener failed: the local one stops with it.
     let _ = stop.send(true);
     if let Some((task, path)) = local {
@@ -253,5 +317,45 @@ pub async fn serve(
         }
         let _ = std::fs::remove_file(path);
     }
+    let _ = sweeper.await;
     result
+}
+
+/// Closes the files of idle upload sessions and removes expired ones, a
+/// few times per `close_idle_after` / `max_age`, until `stop`.
+async fn sweep_uploads(reg: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let u = &reg.settings.uploads;
+    let mut every = u.close_idle_after / 2;
+    if let Some(age) = u.max_age {
+        every = every.min(age / 4);
+    }
+    let every = every.clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        match reg.store.sweep_uploads(u.close_idle_after, u.max_age).await {
+            Ok(r) => {
+                for e in &r.expired {
+                    tracing::info!(
+                        upload = %e.id,
+                        repository = %e.repo,
+                        bytes = e.size,
+                        "upload session expired after {}s idle (uploads.max_age)",
+                        e.idle.as_secs()
+                    );
+                }
+                if r.closed > 0 {
+                    tracing::debug!("closed {} idle upload session files", r.closed);
+                }
+            }
+            Err(e) => tracing::warn!("sweeping upload sessions: {e}"),
+        }
+    }
 }

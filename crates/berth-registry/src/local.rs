@@ -17,11 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::serve::Listener;
-use axum::Router;
 use berth_store::{LINK_ROUTE, SOCKET_NAME};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -80,15 +77,14 @@ impl LocalListener {
     }
 }
 
-impl Listener for LocalListener {
+impl crate::conn::Accept for LocalListener {
     type Io = UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> io::Result<(Self::Io, Option<String>)> {
         loop {
-            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            let (stream, _) = self.inner.accept().await?;
             match stream.peer_cred() {
-                Ok(c) if c.uid() == self.uid || c.uid() == 0 => return (stream, addr),
+                Ok(c) if c.uid() == self.uid || c.uid() == 0 => return Ok((stream, None)),
                 Ok(c) => tracing::warn!(
                     uid = c.uid(),
                     "refused a local connection from another user"
@@ -97,28 +93,41 @@ impl Listener for LocalListener {
             }
         }
     }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
 }
 
-/// The local endpoint's router: `registry` with full rights, plus the link
-/// route.
-pub fn router(registry: &Registry) -> Router {
-    let full = Arc::new(Registry {
+/// `registry` with full rights, as the local endpoint serves it: no
+/// read-only or no-delete mode, no upload session caps.
+fn full_rights(registry: &Registry) -> Shared {
+    Arc::new(Registry {
         store: registry.store.clone(),
         settings: Settings {
             read_only: false,
             delete_enabled: true,
+            uploads: crate::UploadLimits {
+                max_sessions: 0,
+                max_sessions_per_client: 0,
+                ..registry.settings.uploads.clone()
+            },
             ..registry.settings.clone()
         },
-    });
-    Router::new().fallback(dispatch).with_state(full)
+    })
+}
+
+/// The local endpoint's requests: the registry API with full rights, plus
+/// the link route.
+pub(crate) fn handler(registry: &Registry) -> crate::conn::Handler {
+    let full = full_rights(registry);
+    Arc::new(move |req, _client| {
+        let reg = full.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            dispatch(&reg, parts.method, parts.uri, parts.headers, body).await
+        })
+    })
 }
 
 async fn dispatch(
-    State(reg): State<Shared>,
+    reg: &Registry,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -127,13 +136,13 @@ async fn dispatch(
     match uri.path().strip_prefix(LINK_ROUTE) {
         Some(rest) => {
             crate::body::drain(body).await;
-            let resp = match link(&reg, &method, rest).await {
+            let resp = match link(reg, &method, rest).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             };
             crate::with_api_version(resp)
         }
-        None => crate::dispatch(State(reg), method, uri, headers, body).await,
+        None => crate::respond(reg, method, uri, headers, body, None).await,
     }
 }
 

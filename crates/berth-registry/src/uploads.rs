@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use berth_oci::Digest;
-use berth_store::{BlobWriter, StoreError};
+use berth_store::{BlobWriter, SessionCaps, StoreError};
 
 use crate::blobs::parse_digest;
 use crate::body::{parse_content_range, write_body, BodyError};
@@ -42,6 +42,7 @@ fn body_error(e: BodyError) -> ApiError {
             "BLOB_UPLOAD_INVALID",
             format!("the upload body broke off: {m}"),
         ),
+        BodyError::Io(e) if crate::error::is_fd_exhaustion(&e) => ApiError::io(e),
         BodyError::Io(e) => ApiError::internal(format!("writing upload data: {e}")),
     }
 }
@@ -84,7 +85,7 @@ pub async fn start(reg: &Registry, name: &str, req: &mut Request) -> Result<Resp
         // Not mountable: fall back to an ordinary session (202).
     } else if let Some(d) = req.param("digest") {
         let digest = parse_digest(d)?;
-        let writer = reg.store.blobs.writer().map_err(ApiError::internal)?;
+        let writer = reg.store.blobs.writer().map_err(ApiError::io)?;
         let (writer, written) = write_body(writer, std::mem::take(&mut req.body)).await;
         if let Err(e) = written {
             writer.discard();
@@ -101,7 +102,14 @@ pub async fn start(reg: &Registry, name: &str, req: &mut Request) -> Result<Resp
         reg.store.link_blob(name, &digest, size).await?;
         return Ok(blob_created(name, &digest));
     }
-    let id = reg.store.start_upload(name).await?;
+    let caps = SessionCaps {
+        total: reg.settings.uploads.max_sessions,
+        per_client: reg.settings.uploads.max_sessions_per_client,
+    };
+    let id = reg
+        .store
+        .start_upload(name, req.client.as_deref(), caps)
+        .await?;
     Ok(empty(StatusCode::ACCEPTED, &session_headers(name, &id, 0)))
 }
 
@@ -164,7 +172,7 @@ pub async fn patch(reg: &Registry, name: &str, id: &str, req: &mut Request) -> R
     let writer = reg.store.checkout_writer(id, &mut guard).await?;
     let (writer, r) = append(name, id, writer, req).await;
     let size = writer.len();
-    *guard = Some(writer);
+    reg.store.park_writer(&slot, &mut guard, writer);
     r?;
     Ok(empty(
         StatusCode::ACCEPTED,
@@ -186,7 +194,7 @@ pub async fn finish(reg: &Registry, name: &str, id: &str, req: &mut Request) -> 
     let writer = reg.store.checkout_writer(id, &mut guard).await?;
     let (writer, r) = append(name, id, writer, req).await;
     if let Err(e) = r {
-        *guard = Some(writer);
+        reg.store.park_writer(&slot, &mut guard, writer);
         return Err(e);
     }
     let (writer, committed) = commit(writer, digest.clone()).await;
@@ -197,7 +205,7 @@ pub async fn finish(reg: &Registry, name: &str, id: &str, req: &mut Request) -> 
         }
         Err(e) => {
             // The session stays open: the client may still send the rest.
-            *guard = Some(writer);
+            reg.store.park_writer(&slot, &mut guard, writer);
             Err(e.into())
         }
     }

@@ -287,3 +287,65 @@ async fn read_only_mode() {
     srv.get(&loc).await.status(204);
     srv.get("/v2/ro/manifests/v2").await.status(404);
 }
+
+/// Issue 9: a DELETE by digest of a manifest an index still names used to
+/// succeed and leave the index broken (distribution 2.8 still does: 202).
+/// It is refused with 409 DENIED, as the PUT side refuses such an index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_manifest_an_index_names_is_refused() {
+    let srv = Server::start().await;
+    let a = srv.push_image("multi", "a", 1).await;
+    let b = srv.push_image("multi", "b", 2).await;
+    let index = oci_index(&[&a.manifest, &b.manifest]);
+    let index_digest = srv
+        .push_manifest("multi", "latest", OCI_INDEX, &index)
+        .await;
+    // A Docker manifest list naming `a` too.
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [descriptor(OCI_MANIFEST, &a.manifest)],
+    }))
+    .unwrap();
+    let list_digest = srv
+        .push_manifest("multi", &sha(&list), DOCKER_LIST, &list)
+        .await;
+
+    for child in [&a.digest, &b.digest] {
+        let r = srv.delete(&format!("/v2/multi/manifests/{child}")).await;
+        r.error(409, "DENIED");
+        let body = r.json();
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("referenced by index") && message.contains("delete the index first"),
+            "{message}"
+        );
+        assert_eq!(body["errors"][0]["detail"]["digest"], child.as_str());
+        srv.get(&format!("/v2/multi/manifests/{child}"))
+            .await
+            .status(200);
+    }
+    // Deleting the tag of a child is fine: the index names digests.
+    srv.delete("/v2/multi/manifests/a").await.status(202);
+    srv.get("/v2/multi/manifests/latest").await.status(200);
+
+    // Once no index names it, the child can go.
+    srv.delete(&format!("/v2/multi/manifests/{index_digest}"))
+        .await
+        .status(202);
+    srv.delete(&format!("/v2/multi/manifests/{}", b.digest))
+        .await
+        .status(202);
+    srv.delete(&format!("/v2/multi/manifests/{}", a.digest))
+        .await
+        .error(409, "DENIED");
+    srv.delete(&format!("/v2/multi/manifests/{list_digest}"))
+        .await
+        .status(202);
+    srv.delete(&format!("/v2/multi/manifests/{}", a.digest))
+        .await
+        .status(202);
+    // Nothing was left broken on the way.
+    let report = srv.store().fsck().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

@@ -64,6 +64,18 @@ pub enum RootError {
 
 pub type Result<T, E = RootError> = std::result::Result<T, E>;
 
+impl RootError {
+    /// A manifest DELETE refused because an index of the repository still
+    /// names the manifest (409 from a server, the store's error directly).
+    pub fn is_manifest_referenced(&self) -> bool {
+        matches!(
+            self,
+            RootError::Store(StoreError::ManifestReferenced { .. })
+                | RootError::Server { status: 409, .. }
+        )
+    }
+}
+
 /// How [`LocalRoot::open_with`] behaves when the root is busy.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {

@@ -4,17 +4,20 @@
 //! Mark: every manifest kept marks the blobs it references. With
 //! `delete_untagged`, only manifests reachable from a tag are kept: through
 //! index children and referrers (an artifact attached to a kept image is
-//! kept). Sweep: links to unmarked blobs, unmarked blob files, manifest
-//! content no repository names, and stray ingest files.
+//! kept); a kept index keeps its children's content and blobs. Sweep: links
+//! to unmarked blobs, unmarked blob files, manifest content no repository
+//! names, upload sessions past their maximum age, and stray ingest files.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::time::Duration;
 
 use berth_oci::{Digest, ParsedManifest};
 use redb::ReadableTable;
 
 use crate::meta::{BLOB_LINKS, MANIFESTS, MANIFEST_BYTES, REFERRERS, TAGS, UPLOADS};
 use crate::repo::delete_manifest;
+use crate::uploads::{remove_expired, ExpiredUpload};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +26,8 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Also remove manifests no tag reaches.
     pub delete_untagged: bool,
+    /// Remove upload sessions idle for at least this long.
+    pub upload_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -33,6 +38,8 @@ pub struct GcReport {
     pub blobs: Vec<(Digest, u64)>,
     /// Links removed: (repository, digest).
     pub links: Vec<(String, String)>,
+    /// Upload sessions removed because they were idle past the maximum age.
+    pub expired_uploads: Vec<ExpiredUpload>,
     pub stray_files: usize,
 }
 
@@ -45,14 +52,24 @@ impl GcReport {
 impl Store {
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport, StoreError> {
         let blobs_on_disk = self.blobs.list()?;
+        let expired = match opts.upload_max_age {
+            Some(age) => self.expired_uploads(age)?,
+            None => Vec::new(),
+        };
         let (report, keep_blobs) = self.meta.write_blocking(move |txn| {
             let mut report = GcReport::default();
-            let bytes_of = |d: &str| -> Result<Option<ParsedManifest>, StoreError> {
-                Ok(txn
-                    .open_table(MANIFEST_BYTES)?
-                    .get(d)?
-                    .and_then(|b| ParsedManifest::parse(b.value(), None).ok()))
-            };
+            if !opts.dry_run {
+                remove_expired(txn, &expired)?;
+            }
+            report.expired_uploads = expired;
+            let bytes_of =
+                |d: &str, media_type: Option<&str>| -> Result<Option<ParsedManifest>, StoreError> {
+                    Ok(txn.open_table(MANIFEST_BYTES)?.get(d)?.and_then(|b| {
+                        ParsedManifest::parse(b.value(), media_type)
+                            .or_else(|_| ParsedManifest::parse(b.value(), None))
+                            .ok()
+                    }))
+                };
 
             // Every (repo, manifest digest).
             let mut manifests: Vec<(String, String)> = Vec::new();
@@ -82,7 +99,7 @@ impl Store {
                     if !reachable.insert(node.clone()) {
                         continue;
                     }
-                    if let Some(m) = bytes_of(&node.1)? {
+                    if let Some(m) = bytes_of(&node.1, None)? {
                         for child in m.manifests {
                             queue.push((node.0.clone(), child.digest.to_string()));
                         }
@@ -97,17 +114,42 @@ impl Store {
                 report.manifests = drop;
             }
 
-            // Mark.
+            // Mark, through index children: a kept index keeps its children's
+            // content and blobs even where the child's own entry is gone (a
+            // root written before deletes of index children were refused),
+            // so gc never turns a broken index into a lost image.
             let mut keep_links: HashSet<(String, String)> = HashSet::new();
             let mut keep_blobs: HashSet<String> = HashSet::new();
             let mut keep_bytes: HashSet<String> = HashSet::new();
-            for (repo, d) in &manifests {
+            let mut marked: HashSet<(String, String)> = HashSet::new();
+            let mut stack: Vec<(String, String, Option<String>)> = Vec::new();
+            {
+                let rows = txn.open_table(MANIFESTS)?;
+                for (repo, d) in &manifests {
+                    let media_type = rows
+                        .get((repo.as_str(), d.as_str()))?
+                        .map(|m| m.value().to_string());
+                    stack.push((repo.clone(), d.clone(), media_type));
+                }
+            }
+            while let Some((repo, d, media_type)) = stack.pop() {
+                if !marked.insert((repo.clone(), d.clone())) {
+                    continue;
+                }
+                let Some(m) = bytes_of(&d, media_type.as_deref())? else {
+                    continue;
+                };
                 keep_bytes.insert(d.clone());
-                if let Some(m) = bytes_of(d)? {
-                    for b in m.config.iter().chain(m.layers.iter()) {
-                        keep_links.insert((repo.clone(), b.digest.to_string()));
-                        keep_blobs.insert(b.digest.to_string());
-                    }
+                for b in m.config.iter().chain(m.layers.iter()) {
+                    keep_links.insert((repo.clone(), b.digest.to_string()));
+                    keep_blobs.insert(b.digest.to_string());
+                }
+                for child in m.manifests {
+                    stack.push((
+                        repo.clone(),
+                        child.digest.to_string(),
+                        Some(child.media_type.clone()),
+                    ));
                 }
             }
             for r in txn.open_table(BLOB_LINKS)?.iter()? {
@@ -153,6 +195,12 @@ impl Store {
                     self.blobs.remove(&d)?;
                 }
                 report.blobs.push((d, size));
+            }
+        }
+
+        if !opts.dry_run {
+            for e in &report.expired_uploads {
+                let _ = fs::remove_file(self.blobs.upload_path(&e.id));
             }
         }
 

@@ -34,12 +34,15 @@ use berth_oci::Digest;
 use nix::fcntl::{Flock, FlockArg};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
-pub use fsck::FsckReport;
+pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use meta::Meta;
 pub use repo::Page;
 pub use repo::{ManifestEntry, PutManifest, PutManifestOutcome};
-pub use uploads::{UploadRecord, Uploads};
+pub use uploads::{
+    ExpiredUpload, Session, SessionCaps, SessionWriter, SweepReport, UploadRecord, Uploads,
+    DEFAULT_MAX_OPEN_FILES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,12 +62,30 @@ pub enum StoreError {
     ManifestBlobUnknown(Digest),
     #[error("manifest is invalid: {0}")]
     ManifestInvalid(String),
+    #[error(
+        "manifest {digest} is referenced by index {index} in this repository: \
+         delete the index first (deleting the child would break it)"
+    )]
+    ManifestReferenced { digest: Digest, index: Digest },
     #[error("repository {0} is not known")]
     NameUnknown(String),
-    #[error("upload {0} is not known: it was finished, cancelled or never started")]
+    #[error("upload {0} is not known: it was finished, cancelled, expired or never started")]
     UploadUnknown(String),
+    #[error("{}", too_many_uploads(*.limit, *.per_client))]
+    TooManyUploads { limit: usize, per_client: bool },
     #[error("the root {0} is in use by another berth process ({1})")]
     Locked(PathBuf, LockReason),
+}
+
+fn too_many_uploads(limit: usize, per_client: bool) -> String {
+    if per_client {
+        format!(
+            "this client has {limit} open upload sessions, the most the registry allows: \
+             finish or cancel some (DELETE their Location) or wait until they expire"
+        )
+    } else {
+        format!("the registry has {limit} open upload sessions, the most it allows: retry later")
+    }
 }
 
 /// Why a root could not be opened.
@@ -183,7 +204,8 @@ impl Store {
         // file and are skipped.
         blobs.clean_tmp()?;
         write_owner(root);
-        let uploads = Uploads::new(blobs.clone());
+        let records = uploads::read_records(&meta.read()?.open_table(meta::UPLOADS)?)?;
+        let uploads = Uploads::new(blobs.clone(), records.into_iter().map(|(_, r)| r).collect());
         Ok(Store {
             root: root.to_path_buf(),
             blobs,

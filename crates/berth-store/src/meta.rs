@@ -34,6 +34,12 @@ pub(crate) const REFERRERS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("referrers");
 /// upload id -> upload record JSON
 pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// (repository, child manifest digest, index digest) -> (): which indexes of
+/// a repository name a manifest, so a DELETE can refuse to break one
+pub(crate) const INDEX_CHILDREN: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("index_children");
+/// migration name -> version, for tables added to existing databases
+pub(crate) const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new("schema");
 
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&WriteTransaction) -> (Reply, bool) + Send>;
@@ -67,7 +73,10 @@ impl Meta {
             txn.open_table(BLOB_LINKS).map_err(redb::Error::from)?;
             txn.open_table(REFERRERS).map_err(redb::Error::from)?;
             txn.open_table(UPLOADS).map_err(redb::Error::from)?;
+            txn.open_table(INDEX_CHILDREN).map_err(redb::Error::from)?;
+            txn.open_table(SCHEMA).map_err(redb::Error::from)?;
         }
+        crate::repo::backfill_index_children(&txn)?;
         txn.commit().map_err(redb::Error::from)?;
 
         let (tx, rx) = mpsc::channel::<Job>();

@@ -8,7 +8,9 @@ use std::ops::Bound;
 use berth_oci::{Digest, ManifestKind, ParsedManifest, Reference};
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::meta::{BLOB_LINKS, MANIFESTS, MANIFEST_BYTES, REFERRERS, REPOS, TAGS};
+use crate::meta::{
+    BLOB_LINKS, INDEX_CHILDREN, MANIFESTS, MANIFEST_BYTES, REFERRERS, REPOS, SCHEMA, TAGS,
+};
 use crate::{Store, StoreError};
 
 /// A manifest as stored: bytes exactly as pushed plus the media type.
@@ -180,11 +182,42 @@ impl Store {
     }
 
     /// Deletes a manifest from `repo`, with every tag pointing at it.
+    /// Refused ([`StoreError::ManifestReferenced`]) while an index of `repo`
+    /// still names it: deleting it would leave that index broken (and the
+    /// child's blobs unprotected), as the PUT side refuses such an index.
     pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.meta
-            .write(move |txn| delete_manifest(txn, &repo, &digest))
+            .write(move |txn| {
+                if let Some(index) = referencing_index(txn, &repo, &digest)? {
+                    return Err(StoreError::ManifestReferenced {
+                        digest: parse_stored(&digest)?,
+                        index: parse_stored(&index)?,
+                    });
+                }
+                delete_manifest(txn, &repo, &digest)
+            })
             .await
+    }
+
+    /// The indexes of `repo` that name `digest` as a child.
+    pub fn indexes_naming(&self, repo: &str, digest: &Digest) -> Result<Vec<Digest>, StoreError> {
+        let txn = self.meta.read()?;
+        let children = txn.open_table(INDEX_CHILDREN)?;
+        let manifests = txn.open_table(MANIFESTS)?;
+        let child = digest.to_string();
+        let mut out = Vec::new();
+        for r in children.range((repo, child.as_str(), "")..)? {
+            let (k, _) = r?;
+            let (r, c, parent) = k.value();
+            if r != repo || c != child {
+                break;
+            }
+            if manifests.get((repo, parent))?.is_some() {
+                out.push(parse_stored(parent)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Removes a tag; the manifest stays, reachable by digest.
@@ -273,6 +306,71 @@ impl Store {
     }
 }
 
+fn parse_stored(d: &str) -> Result<Digest, StoreError> {
+    d.parse()
+        .map_err(|e| StoreError::Db(format!("stored digest {d:?} is invalid: {e}")))
+}
+
+/// An index of `repo` (present in it) that names `child`, if any.
+fn referencing_index(
+    txn: &WriteTransaction,
+    repo: &str,
+    child: &str,
+) -> Result<Option<String>, StoreError> {
+    let children = txn.open_table(INDEX_CHILDREN)?;
+    let manifests = txn.open_table(MANIFESTS)?;
+    for r in children.range((repo, child, "")..)? {
+        let (k, _) = r?;
+        let (r, c, parent) = k.value();
+        if r != repo || c != child {
+            break;
+        }
+        if parent != child && manifests.get((repo, parent))?.is_some() {
+            return Ok(Some(parent.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Fills `index_children` from the indexes already stored, once, for
+/// databases written before the table existed.
+pub(crate) fn backfill_index_children(txn: &WriteTransaction) -> Result<(), StoreError> {
+    const MIGRATION: &str = "index_children";
+    let mut schema = txn.open_table(SCHEMA)?;
+    if schema.get(MIGRATION)?.is_some() {
+        return Ok(());
+    }
+    let mut entries: Vec<(String, String, String)> = Vec::new();
+    {
+        let manifests = txn.open_table(MANIFESTS)?;
+        let bytes = txn.open_table(MANIFEST_BYTES)?;
+        for r in manifests.iter()? {
+            let (k, media_type) = r?;
+            let (repo, digest) = k.value();
+            let media_type = media_type.value();
+            if media_type != berth_oci::media_type::OCI_INDEX
+                && media_type != berth_oci::media_type::DOCKER_MANIFEST_LIST
+            {
+                continue;
+            }
+            let Some(b) = bytes.get(digest)? else {
+                continue;
+            };
+            if let Ok(m) = ParsedManifest::parse(b.value(), Some(media_type)) {
+                for c in m.manifests {
+                    entries.push((repo.to_string(), c.digest.to_string(), digest.to_string()));
+                }
+            }
+        }
+    }
+    let mut children = txn.open_table(INDEX_CHILDREN)?;
+    for (repo, child, parent) in &entries {
+        children.insert((repo.as_str(), child.as_str(), parent.as_str()), ())?;
+    }
+    schema.insert(MIGRATION, 1)?;
+    Ok(())
+}
+
 pub(crate) fn link(
     txn: &WriteTransaction,
     repo: &str,
@@ -335,6 +433,13 @@ fn put_manifest(
         txn.open_table(TAGS)?
             .insert((repo, tag.as_str()), digest.as_str())?;
     }
+    if parsed.kind == ManifestKind::Index {
+        let mut children = txn.open_table(INDEX_CHILDREN)?;
+        for child in &parsed.manifests {
+            let child = child.digest.to_string();
+            children.insert((repo, child.as_str(), digest.as_str()), ())?;
+        }
+    }
     if let Some(subject) = &parsed.subject {
         let mut desc = serde_json::json!({
             "mediaType": parsed.media_type,
@@ -364,9 +469,10 @@ pub(crate) fn delete_manifest(
     repo: &str,
     digest: &str,
 ) -> Result<bool, StoreError> {
-    if txn.open_table(MANIFESTS)?.remove((repo, digest))?.is_none() {
-        return Ok(false);
-    }
+    let media_type = match txn.open_table(MANIFESTS)?.remove((repo, digest))? {
+        Some(m) => m.value().to_string(),
+        None => return Ok(false),
+    };
     {
         let mut tags = txn.open_table(TAGS)?;
         let mut doomed = Vec::new();
@@ -384,15 +490,24 @@ pub(crate) fn delete_manifest(
             tags.remove((repo, tag.as_str()))?;
         }
     }
-    let subject = txn
+    let parsed = txn
         .open_table(MANIFEST_BYTES)?
         .get(digest)?
-        .and_then(|b| ParsedManifest::parse(b.value(), None).ok())
-        .and_then(|m| m.subject)
-        .map(|s| s.digest.to_string());
-    if let Some(subject) = subject {
+        .and_then(|b| ParsedManifest::parse(b.value(), Some(&media_type)).ok());
+    let Some(parsed) = parsed else {
+        return Ok(true);
+    };
+    if let Some(subject) = &parsed.subject {
+        let subject = subject.digest.to_string();
         txn.open_table(REFERRERS)?
             .remove((repo, subject.as_str(), digest))?;
+    }
+    if parsed.kind == ManifestKind::Index {
+        let mut children = txn.open_table(INDEX_CHILDREN)?;
+        for child in &parsed.manifests {
+            let child = child.digest.to_string();
+            children.remove((repo, child.as_str(), digest))?;
+        }
     }
     Ok(true)
 }

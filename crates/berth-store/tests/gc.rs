@@ -82,6 +82,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
         .gc(GcOptions {
             dry_run: true,
             delete_untagged: true,
+            ..GcOptions::default()
         })
         .unwrap();
     assert_eq!(dry.blobs.iter().map(|b| &b.0).collect::<Vec<_>>().len(), 2);
@@ -106,6 +107,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
         .gc(GcOptions {
             dry_run: false,
             delete_untagged: true,
+            ..GcOptions::default()
         })
         .unwrap();
     assert_eq!(
@@ -135,6 +137,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
         .gc(GcOptions {
             dry_run: false,
             delete_untagged: true,
+            ..GcOptions::default()
         })
         .unwrap();
     assert!(again.blobs.is_empty() && again.manifests.is_empty());

@@ -321,10 +321,15 @@ async fn delete_in(local: &LocalRoot, repo: &str, digest: &Digest) -> Result<boo
             }
         }
         for child in parsed.manifests {
-            if !reached.contains(&child.digest)
-                && local.delete_manifest(repo, &child.digest).await?
-            {
-                println!("Deleted: {}", child.digest);
+            if reached.contains(&child.digest) {
+                continue;
+            }
+            match local.delete_manifest(repo, &child.digest).await {
+                Ok(true) => println!("Deleted: {}", child.digest),
+                Ok(false) => {}
+                // Another index of the repository (untagged) still names it.
+                Err(e) if e.is_manifest_referenced() => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }

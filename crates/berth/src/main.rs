@@ -53,7 +53,7 @@ enum Command {
     #[command(subcommand)]
     Builder(builder::BuilderCommand),
     /// Check the local root: re-hash every blob, resolve every manifest's references
-    Fsck,
+    Fsck(serve::FsckArgs),
     /// Copy an image between registries, OCI layouts (oci:PATH[:TAG]) and the local store (local:REPO[:TAG])
     Copy(copy::CopyArgs),
     /// Copy an image from a registry into the local store (same repository and tag)
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(cli.root, cli.log_level, cli.debug, args),
         Command::Gc(args) => serve::gc(cli.root, args),
         Command::Builder(cmd) => builder::builder(cli.root, cmd),
-        Command::Fsck => serve::fsck(cli.root),
+        Command::Fsck(args) => serve::fsck(cli.root, args),
         Command::Copy(args) => copy::copy(cli.root, args),
         Command::Pull(args) => copy::pull(cli.root, args),
         Command::Push(args) => copy::push(cli.root, args),

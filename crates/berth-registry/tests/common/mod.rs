@@ -490,6 +490,20 @@ impl Server {
         self.api.clone()
     }
 
+    /// A client whose connections come from `source` (another loopback
+    /// address: `127.0.0.2`), i.e. another client for per-client caps.
+    pub fn api_from(&self, source: &str) -> Api {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(source.parse::<std::net::IpAddr>().expect("source address"))
+            .build()
+            .unwrap();
+        Api {
+            client,
+            ..self.api.clone()
+        }
+    }
+
     /// Shuts the server down and waits until nothing holds the store any
     /// more (database closed, root lock released). Returns the root.
     pub async fn stop(mut self) -> TempDir {
