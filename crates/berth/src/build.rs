@@ -348,7 +348,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         remote_cache: remote_cache.clone(),
     };
     let result = rt.block_on(berth_build::build(opts));
-    display.finish();
+    let _summary = display.finish();
     let result = result.map_err(|e| anyhow!("{e}"))?;
     let digest = result.image.digest().clone();
     let config_digest = result.image.config_digest.clone();

@@ -1363,6 +1363,120 @@ fn rootless_symlinks_of_lower_layers_agree_in_run_copy_and_outputs() {
     }
 }
 
+/// 13: BuildKit's `SecretsUsedInArgOrEnv` check: `#N WARN:` lines on the
+/// vertex that loaded the Dockerfile, buildx's summary at the end, keys
+/// only (never a value), per-instruction `# check=skip=`, stages not built
+/// unchecked, `-q` silent, `# check=error=true` failing before any step
+/// runs, `BUILDKIT_DOCKERFILE_CHECK` in the directive's place.
+fn scenario_secrets_check(env: &Env) {
+    let dockerfile = "FROM base:1 AS unused\n\
+                      ENV UNUSED_TOKEN=1\n\
+                      FROM base:1\n\
+                      ARG DB_PASSWORD=s3cr3t\n\
+                      ENV API_TOKEN=hunter2 PUBLIC_KEY=pk\n\
+                      # check=skip=SecretsUsedInArgOrEnv // allowed here\n\
+                      ENV OTHER_SECRET=x\n\
+                      RUN echo ran\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile)]);
+    let b = env.build(&ctx, &["--build-arg", "DB_PASSWORD=fromflag"]);
+    b.ok();
+    let d = "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data";
+    let warn: Vec<&str> = b.stderr.lines().filter(|l| l.contains(" WARN: ")).collect();
+    assert_eq!(warn.len(), 2, "{}", b.stderr);
+    let id = warn[0].split(' ').next().unwrap();
+    assert_eq!(
+        warn[0],
+        format!("{id} WARN: {d} (ARG \"DB_PASSWORD\") (line 4)")
+    );
+    assert_eq!(
+        warn[1],
+        format!("{id} WARN: {d} (ENV \"API_TOKEN\") (line 5)")
+    );
+    assert!(
+        b.stderr.contains(&format!(
+            "{id} [internal] load build definition from Dockerfile\n"
+        )),
+        "{}",
+        b.stderr
+    );
+    let tail = b.stderr.split("#0 writing image").nth(1).unwrap_or("");
+    assert!(
+        tail.contains(&format!(
+            "\n\n 2 warnings found (use --debug to expand):\n - {d} (ARG \"DB_PASSWORD\") (line 4)\n - {d} (ENV \"API_TOKEN\") (line 5)\n"
+        )),
+        "the summary comes last:\n{}",
+        b.stderr
+    );
+    for secret in ["s3cr3t", "hunter2", "fromflag"] {
+        assert!(!b.stderr.contains(secret), "{secret} in:\n{}", b.stderr);
+    }
+    // --debug expands the summary with the link.
+    let dbg = env.berth(&[
+        "--debug",
+        "build",
+        "--progress",
+        "plain",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&dbg.stderr);
+    assert!(
+        err.contains(
+            "More info: https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2") && !err.contains("s3cr3t"), "{err}");
+    // -q: the image ID only.
+    let q = env.build(&ctx, &["-q"]);
+    q.ok();
+    assert_eq!(q.stderr, "", "-q prints no warning");
+    // check=error=true: the warnings, then the error; nothing ran.
+    let strict = env.context(
+        "strict",
+        &[("Dockerfile", &format!("# check=error=true\n{dockerfile}"))],
+    );
+    let b = env.build(&strict, &["--no-cache"]);
+    let err = b.failed();
+    assert!(
+        err.contains("lint violation found for rules: SecretsUsedInArgOrEnv"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{d} (ENV \"API_TOKEN\") (line 6)")),
+        "{err}"
+    );
+    assert!(!err.contains("RUN echo ran"), "a step ran:\n{err}");
+    // The build arg replaces the directive.
+    let b = env.build(
+        &strict,
+        &[
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=SecretsUsedInArgOrEnv",
+        ],
+    );
+    b.ok();
+    assert!(!b.stderr.contains("WARN"), "{}", b.stderr);
+    let bad = env.build(
+        &strict,
+        &["--build-arg", "BUILDKIT_DOCKERFILE_CHECK=nonsense"],
+    );
+    assert!(bad
+        .failed()
+        .contains("failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK"));
+}
+
+#[test]
+fn secrets_used_in_arg_or_env_are_warned_about() {
+    scenario_secrets_check(&Env::new());
+}
+
+#[test]
+fn rootless_secrets_used_in_arg_or_env_are_warned_about() {
+    if let Some(env) = Env::rootless() {
+        scenario_secrets_check(&env);
+    }
+}
+
 /// Every path under `dir` whose file name is `name`.
 fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
