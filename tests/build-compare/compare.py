@@ -6,6 +6,13 @@
       groups, a setuid file, a sticky /tmp), as a tar with fixed owners,
       modes and mtimes so both engines import the same bytes.
 
+  compare.py mkimage BASE.tar LAYERS.json NAME OUT.tar
+      A docker-archive (for `docker load` and `berth load`) of image NAME:
+      BASE.tar as its first layer, then one layer per list in LAYERS.json,
+      each entry [path, "file"|"dir"|"symlink", contents-or-target]
+      (root-owned, 0644/0755, fixed mtime). Layers no Dockerfile step can
+      make: e.g. `data/x` over a lower layer's `data -> /real` symlink.
+
   compare.py compare DOCKER_FS.tar DOCKER_IMAGE.tar BERTH_FS.tar BERTH_IMAGE.tar
       Compares the flattened filesystems (DOCKER_FS from `docker export`,
       BERTH_FS from `berth build -o type=tar`) and the image configs (read
@@ -249,9 +256,59 @@ def mkbase(out):
         add(tf, "var/log/base.log", "file", 0o644, b"log line\n")
 
 
+def mkimage(base, layers_json, name, out):
+    """BASE.tar plus hand-made layers, as a docker-archive."""
+    with open(layers_json) as f:
+        specs = json.load(f)
+    with open(base, "rb") as f:
+        tars = [f.read()]
+    for spec in specs:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for path, kind, data in spec:
+                ti = tarfile.TarInfo(path)
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                ti.mtime = 1700000000
+                if kind == "dir":
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                    tf.addfile(ti)
+                elif kind == "symlink":
+                    ti.type, ti.mode, ti.linkname = tarfile.SYMTYPE, 0o777, data
+                    tf.addfile(ti)
+                else:
+                    body = data.encode()
+                    ti.mode, ti.size = 0o644, len(body)
+                    tf.addfile(ti, io.BytesIO(body))
+        tars.append(buf.getvalue())
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in tars]
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "compare.py mkimage layer %d" % i} for i in range(len(tars))],
+    }, sort_keys=True).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    with tarfile.open(out, "w") as tf:
+        def add(n, data):
+            ti = tarfile.TarInfo(n)
+            ti.size, ti.mtime = len(data), 1700000000
+            tf.addfile(ti, io.BytesIO(data))
+        add(config_name, config)
+        names = []
+        for i, t in enumerate(tars):
+            names.append("layer%d/layer.tar" % i)
+            add(names[-1], t)
+        add("manifest.json", json.dumps(
+            [{"Config": config_name, "RepoTags": [name], "Layers": names}]).encode())
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "mkbase" and len(argv) == 3:
         mkbase(argv[2])
+        return 0
+    if len(argv) == 6 and argv[1] == "mkimage":
+        mkimage(*argv[2:])
         return 0
     if len(argv) == 6 and argv[1] == "compare":
         diffs = compare(*argv[2:])

@@ -17,6 +17,9 @@
 #                --secret id=X,src=@ENTRY@/FILE: @ENTRY@ is the entry's directory)
 #   pre/         a Dockerfile built first and tagged pre-<name>:1 in both
 #                (e.g. an ONBUILD parent)
+#   layers.json  hand-made layers on top of the base (compare.py mkimage),
+#                loaded as pre-<name>:1 in both: layers no Dockerfile step
+#                makes, like a file written through a lower layer's symlink
 #   expect-fail  the build must fail in both; berth's error must match the
 #                ERE this file holds (e.g. naming Dockerfile:LINE)
 #   empty-dirs   directories (relative to the entry) to create before the
@@ -107,6 +110,14 @@ run_entry() {
         while IFS= read -r d; do [ -n "$d" ] && mkdir -p "$dir/$d"; done <"$dir/empty-dirs"
     fi
     read_args "$dir/args"
+    if [ -f "$dir/layers.json" ]; then
+        if ! $PY mkimage "$T/base.tar" "$dir/layers.json" "pre-$name:1" "$w/pre.tar" >"$w/pre.log" 2>&1 ||
+            ! dk load -i "$w/pre.tar" >>"$w/pre.log" 2>&1 ||
+            ! bb load -i "$w/pre.tar" >>"$w/pre.log" 2>&1; then
+            fail "$name: loading layers.json as pre-$name:1" "" "$w/pre.log"
+            return
+        fi
+    fi
     if [ -f "$dir/pre/Dockerfile" ]; then
         if ! docker_build "$dir/pre" "pre-$name:1" "$w/pre-docker.log"; then
             fail "$name: BuildKit builds pre/" "" "$w/pre-docker.log"

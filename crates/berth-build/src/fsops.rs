@@ -10,7 +10,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 /// How copied entries are owned.
@@ -112,10 +112,80 @@ fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
+/// Symlinks [`resolve_in_root`] follows before giving up (continuity's
+/// `fs.RootPath` limit).
+const MAX_LINKS: usize = 255;
+
+/// The path `path` names inside the root once every symlink on it, the last
+/// one included, is followed inside the root: containerd's `fs.RootPath`,
+/// which BuildKit resolves COPY destinations and WORKDIR with. What does not
+/// exist (a dangling link's target, say) is kept as written, so creating the
+/// result creates what the link points at, as BuildKit does. `..` never
+/// leaves the root. The result is relative to the root and has no symlink
+/// in it (short of a concurrent change).
+pub fn resolve_in_root(root: RawFd, path: &Path) -> io::Result<PathBuf> {
+    use std::collections::VecDeque;
+    let mut pending: VecDeque<std::ffi::OsString> = relative(path)
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        if c == "." || c.is_empty() {
+            continue;
+        }
+        let here = resolved.join(&c);
+        match lstat_in_root(root, &here)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("/{}: too many levels of symbolic links", here.display()),
+                    ));
+                }
+                let dir = open_in_root(root, &resolved, libc::O_PATH | libc::O_DIRECTORY)?;
+                let target = readlinkat(dir.as_raw_fd(), &c)?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for t in target.components().rev() {
+                    match t {
+                        Component::Normal(n) => pending.push_front(n.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved = here,
+        }
+    }
+    Ok(resolved)
+}
+
+fn readlinkat(dir: RawFd, name: &OsStr) -> io::Result<PathBuf> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: buf is valid for buf.len() bytes.
+    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
 /// Creates `path` and missing parents (mode 0755, owned `uid:gid`) and
 /// returns a directory fd. Existing directories are left as they are.
+/// Symlinks on the way are followed inside the root, dangling ones too:
+/// what they point at is created ([`resolve_in_root`]).
 pub fn mkdir_all(root: RawFd, path: &Path, uid: u32, gid: u32) -> io::Result<OwnedFd> {
-    let rel = relative(path);
+    let rel = resolve_in_root(root, path)?;
     let mut current = open_in_root(root, Path::new(""), libc::O_DIRECTORY | libc::O_RDONLY)?;
     let mut so_far = PathBuf::new();
     for comp in rel.components() {

@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use berth_dockerfile::LintWarning;
 pub use image::{BuiltImage, LocalRepos, MediaTypes};
 pub use progress::{Event, Progress};
 pub use solver::{build, BuildResult};

@@ -58,6 +58,8 @@ pub struct Plan {
     /// Global ARG values (and the predefined ones), for stages' `ARG name`.
     pub global_args: BTreeMap<String, Option<String>>,
     pub escape: char,
+    /// BuildKit's build checks over the stages built (`# check=`).
+    pub checks: berth_dockerfile::Checks,
 }
 
 impl Plan {
@@ -301,6 +303,7 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan> {
         image_stages.insert(b);
         i = b;
     }
+    let checks = run_checks(opts, &df, &stages, &needed, &global)?;
     Ok(Plan {
         stages,
         target,
@@ -308,7 +311,70 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan> {
         image_stages,
         global_args: global,
         escape,
+        checks,
     })
+}
+
+/// BuildKit's checks, as its converter runs them: over the instructions of
+/// the stages it dispatches (the needed ones, in Dockerfile order), with
+/// the `# check=` directive, or the `BUILDKIT_DOCKERFILE_CHECK` build arg
+/// in its place. ENV keys are checked expanded (against the stage's ARGs
+/// and ENVs; a base image's ENV is not known yet and expands empty), ARG
+/// names as written, as BuildKit does.
+fn run_checks(
+    opts: &BuildOptions,
+    df: &Dockerfile,
+    stages: &[PlannedStage],
+    needed: &BTreeSet<usize>,
+    global: &BTreeMap<String, Option<String>>,
+) -> Result<berth_dockerfile::Checks> {
+    use berth_dockerfile::CheckConfig;
+    let config = match opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(v) => CheckConfig::parse(v).map_err(|e| {
+            BuildError::Dockerfile(format!(
+                "failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: {e}"
+            ))
+        })?,
+        None => CheckConfig::from_directive(df)
+            .map_err(|e| BuildError::Dockerfile(format!("{}: {e}", opts.dockerfile_name)))?,
+    };
+    let mut checks = berth_dockerfile::Checks::new(config);
+    for &i in needed {
+        let mut scope: BTreeMap<String, String> = BTreeMap::new();
+        for step in &stages[i].instructions {
+            let instr = &step.instruction;
+            match &instr.command {
+                Command::Env { .. } => {
+                    let lookup = |n: &str| scope.get(n).cloned();
+                    let expanded = instr
+                        .expand(df.escape, &lookup)
+                        .unwrap_or_else(|_| instr.clone());
+                    checks.instruction(&expanded);
+                    if let Command::Env { pairs, .. } = &expanded.command {
+                        for p in pairs {
+                            scope.insert(p.key.clone(), p.value.clone());
+                        }
+                    }
+                }
+                Command::Arg(defs) => {
+                    checks.instruction(instr);
+                    for d in defs {
+                        let v = opts
+                            .build_args
+                            .get(&d.name)
+                            .cloned()
+                            .or_else(|| d.default.clone())
+                            .or_else(|| global.get(&d.name).cloned().flatten());
+                        if let Some(v) = v {
+                            scope.insert(d.name.clone(), v);
+                        }
+                    }
+                }
+                _ => checks.instruction(instr),
+            }
+        }
+    }
+    Ok(checks)
 }
 
 /// Stage or image names an instruction reads from.

@@ -31,6 +31,12 @@ pub enum Event {
     },
     /// Free-form notes (warnings, unused build args).
     Warning(String),
+    /// A build check's finding (BuildKit's `#id WARN: RULE: …`), on the
+    /// vertex that loaded the Dockerfile.
+    Lint {
+        id: usize,
+        warning: berth_dockerfile::LintWarning,
+    },
 }
 
 /// The build's progress sink and vertex numbering.

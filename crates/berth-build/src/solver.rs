@@ -629,6 +629,34 @@ pub async fn build(opts: BuildOptions) -> Result<BuildResult> {
         tokio::spawn(async move { rc.ready(&progress).await });
     }
     let plan = Arc::new(crate::plan::plan(&opts)?);
+    if !plan.checks.warnings.is_empty() {
+        // BuildKit reports them on the vertex that read the Dockerfile,
+        // before anything runs; `check=error=true` stops there.
+        let started = std::time::Instant::now();
+        let id = opts.progress.start(format!(
+            "[internal] load build definition from {}",
+            opts.dockerfile_name
+        ));
+        for w in &plan.checks.warnings {
+            opts.progress.emit(Event::Lint {
+                id,
+                warning: w.clone(),
+            });
+        }
+        match plan.checks.error() {
+            Some(e) => {
+                opts.progress.emit(Event::Failed {
+                    id,
+                    error: e.clone(),
+                });
+                return Err(BuildError::Dockerfile(e));
+            }
+            None => opts.progress.emit(Event::Done {
+                id,
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
     // Held until the build returns: `berth builder prune` waits for no one.
     let _build_lock = crate::prune::BuildLock::shared(&opts.root)?;
     let snapshots = Snapshots::open(&opts.root)?;

@@ -1100,8 +1100,15 @@ async fn copy_step(
             let mut mount = Some(scratch.mount(lowers, &merged)?);
             let mut dst_root = fsops::open_root(&merged)?;
             use std::os::fd::AsRawFd;
+            // Symlinks on the destination, the last one included, are
+            // followed inside the image (dangling ones too: their target is
+            // created), as BuildKit's copy resolves it with `fs.RootPath`.
+            let resolved_dest = Path::new("/").join(
+                fsops::resolve_in_root(dst_root.as_raw_fd(), Path::new(&dest))
+                    .map_err(|e| BuildError::Step(format!("{location}: {dest}: {e}")))?,
+            );
             // The destination counts as a directory if it already is one.
-            let dest_path = Path::new(&dest);
+            let dest_path = resolved_dest.as_path();
             let existing_dir = fsops::lstat_in_root(dst_root.as_raw_fd(), dest_path)
                 .ok()
                 .flatten()

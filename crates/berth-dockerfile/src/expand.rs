@@ -65,6 +65,7 @@ impl Instruction {
             location: self.location,
             original: self.original.clone(),
             command,
+            comments: self.comments.clone(),
         })
     }
 }

@@ -73,6 +73,9 @@ pub struct Instruction {
     /// The logical line (continuations joined), trimmed: BuildKit's source code.
     pub original: String,
     pub command: Command,
+    /// The comment lines right before it (BuildKit's `PrevComment`), where
+    /// a `# check=...` line changes the checks for this instruction alone.
+    pub comments: Vec<String>,
 }
 
 /// Shell form (a string for the configured SHELL) or exec form (argv).
@@ -569,6 +572,7 @@ pub(crate) fn parse_instruction(node: &Node, escape: char) -> Result<Instruction
         location: node.location,
         original: node.original.trim().to_string(),
         command,
+        comments: node.comments.clone(),
     })
 }
 

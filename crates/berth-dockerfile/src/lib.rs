@@ -42,6 +42,7 @@
 //! The shell lexer itself is in [`shell`]; [`shell::expand_word`] is BuildKit's
 //! `ProcessWord`, [`shell::expand_words`] its `ProcessWords`.
 
+pub mod checks;
 mod duration;
 mod error;
 mod expand;
@@ -51,6 +52,7 @@ mod parser;
 pub mod shell;
 mod suggest;
 
+pub use checks::{CheckConfig, Checks, LintWarning};
 pub use error::{Location, ParseError};
 pub use instructions::{
     parse, ArgDef, Command, CommandLine, CopyInstr, Dockerfile, Healthcheck, InlineSource,

@@ -69,6 +69,10 @@ pub(crate) struct Node {
     /// ONBUILD's trigger.
     pub child: Option<Box<Node>>,
     pub heredocs: Vec<Heredoc>,
+    /// BuildKit's `PrevComment`: the comment lines right before the
+    /// instruction (`#` and surrounding space removed; a bare `#` line
+    /// starts over; blank lines do not), directives excluded.
+    pub comments: Vec<String>,
     /// The joined logical line (continuations removed).
     pub original: String,
     /// The raw source lines the node spans, for error messages.
@@ -119,7 +123,7 @@ impl DirectiveParser {
 }
 
 /// `^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`
-fn match_directive(s: &str) -> Option<(String, String)> {
+pub(crate) fn match_directive(s: &str) -> Option<(String, String)> {
     let mut chars = s.char_indices();
     let (_, first) = chars.next()?;
     if !first.is_ascii_alphabetic() {
@@ -183,6 +187,7 @@ pub(crate) fn parse_lines(src: &str) -> Result<Parsed, ParseError> {
     let mut directives = Vec::new();
     let mut warnings = Vec::new();
     let mut nodes = Vec::new();
+    let mut comments: Vec<String> = Vec::new();
     let mut i = 0;
 
     let source_of = |start: usize, end: usize| -> String {
@@ -208,9 +213,21 @@ pub(crate) fn parse_lines(src: &str) -> Result<Parsed, ParseError> {
             end_line: lineno,
             column,
         };
+        if is_comment(t) {
+            // BuildKit: TrimSpace(line[1:]) of the raw line.
+            let mut c = untrimmed.chars();
+            c.next();
+            let comment = c.as_str().trim();
+            if comment.is_empty() {
+                comments.clear();
+            } else {
+                comments.push(comment.to_string());
+            }
+        }
         match dp.parse_line(t) {
             Err(msg) => return Err(ParseError::new(line_loc, msg, untrimmed)),
             Ok(Some((name, value))) => {
+                comments.pop();
                 if name == "escape" {
                     escape = match value.as_str() {
                         "\\" => '\\',
@@ -305,6 +322,7 @@ pub(crate) fn parse_lines(src: &str) -> Result<Parsed, ParseError> {
         }
         node.location = location;
         node.source = source_of(start_line, end_line);
+        node.comments = std::mem::take(&mut comments);
         if let Some(child) = node.child.as_mut() {
             child.location = location;
             child.source = node.source.clone();
@@ -366,6 +384,7 @@ pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
         legacy_kv: false,
         child: None,
         heredocs: Vec::new(),
+        comments: Vec::new(),
         original: line.to_string(),
         source: String::new(),
         location: Location::default(),

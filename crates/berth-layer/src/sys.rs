@@ -20,6 +20,7 @@ struct OpenHow {
 }
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 pub(crate) fn cstr(bytes: &[u8]) -> io::Result<CString> {
@@ -52,11 +53,35 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 /// Resolve `rel` below `root` as if `root` were `/` (symlinks, `..` and
 /// absolute link targets all stay inside), refusing /proc-style magic links.
 pub fn openat2_in_root(root: RawFd, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2_resolve(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// [`openat2_in_root`] that fails (`ELOOP`) on any symlink on the way
+/// instead of following it.
+pub(crate) fn openat2_no_symlinks(
+    root: RawFd,
+    rel: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    openat2_resolve(
+        root,
+        rel,
+        flags,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+    )
+}
+
+fn openat2_resolve(
+    root: RawFd,
+    rel: &[u8],
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c = cstr(if rel.is_empty() { b"." } else { rel })?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     loop {
         // SAFETY: arguments match the openat2 ABI; `how` outlives the call.

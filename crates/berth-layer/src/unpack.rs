@@ -45,6 +45,16 @@ pub struct UnpackOptions {
     /// that maps only one id). Off by default: silently wrong ownership is
     /// worse than a clear error.
     pub ignore_chown_errors: bool,
+    /// The destination holds the layers below this one (an image being
+    /// flattened into one tree, [`Whiteouts::Apply`]): a symlink or other
+    /// non-directory that a lower layer left where an entry of this layer
+    /// has a parent directory is replaced by a new, empty directory, as
+    /// overlayfs shows the layer's directory over it and hides it. The
+    /// result is then the filesystem a container (a RUN step) sees. Off (an
+    /// archive extracted into a directory: `ADD`), existing symlinks on the
+    /// way are followed inside the root, as Docker's untar does. Symlinks
+    /// this layer made itself are followed either way.
+    pub flatten: bool,
 }
 
 impl UnpackOptions {
@@ -53,6 +63,7 @@ impl UnpackOptions {
             whiteouts,
             allow_devices: false,
             ignore_chown_errors: false,
+            flatten: false,
         }
     }
 }
@@ -505,8 +516,89 @@ impl Unpacker {
                     .map_err(|e| LayerError::io("duplicating descriptor of", self.full(&key), e));
             }
         }
+        let fd = if self.opts.flatten && self.opts.whiteouts == Whiteouts::Apply {
+            self.flat_parent(parts, &key, raw)?
+        } else {
+            self.followed_parent(parts, &key, raw)?
+        };
+        let copy = fd
+            .try_clone()
+            .map_err(|e| LayerError::io("duplicating descriptor of", self.full(&key), e))?;
+        self.parent_cache = Some((key, copy));
+        Ok(fd)
+    }
+
+    /// [`UnpackOptions::flatten`]: walks `parts` one at a time, replacing
+    /// what lower layers left on the way that is not a directory. Symlinks
+    /// this layer made are followed inside the root.
+    fn flat_parent(
+        &mut self,
+        parts: &[&[u8]],
+        key: &[u8],
+        raw: &[u8],
+    ) -> Result<OwnedFd, LayerError> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY;
-        let fd = match sys::openat2_in_root(self.root.as_raw_fd(), &key, flags) {
+        // Mostly: directories all the way, no symlink.
+        if let Ok(fd) = sys::openat2_no_symlinks(self.root.as_raw_fd(), key, flags) {
+            return Ok(fd);
+        }
+        let mut cur = self
+            .root
+            .try_clone()
+            .map_err(|e| LayerError::io("duplicating", self.dest.clone(), e))?;
+        for i in 0..parts.len() {
+            let prefix = join(&parts[..=i]);
+            let c = sys::cstr(parts[i]).map_err(|e| LayerError::entry(raw, e.to_string()))?;
+            let st = sys::fstatat_opt(cur.as_raw_fd(), &c)
+                .map_err(|e| LayerError::io("inspecting", self.full(&prefix), e))?;
+            let fmt = st.map(|st| st.st_mode & libc::S_IFMT);
+            let ours = self.unpacked.contains(&prefix);
+            cur = match fmt {
+                Some(libc::S_IFDIR) => sys::openat(cur.as_raw_fd(), &c, flags, 0)
+                    .map_err(|e| LayerError::io("opening directory", self.full(&prefix), e))?,
+                Some(libc::S_IFLNK) if ours => {
+                    sys::openat2_in_root(self.root.as_raw_fd(), &prefix, flags)
+                        .map_err(|e| self.parent_error(&prefix, raw, e))?
+                }
+                Some(_) if ours => {
+                    return Err(self.parent_error(
+                        &prefix,
+                        raw,
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ))
+                }
+                other => {
+                    if other.is_some() {
+                        tracing::debug!(
+                            "{}: a lower layer's non-directory is hidden by this layer's directory",
+                            String::from_utf8_lossy(&prefix)
+                        );
+                        sys::remove_all_at(cur.as_raw_fd(), &c)
+                            .map_err(|e| LayerError::io("removing", self.full(&prefix), e))?;
+                        self.invalidate(&prefix);
+                    }
+                    sys::mkdirat(cur.as_raw_fd(), &c, 0o755).map_err(|e| {
+                        LayerError::io("creating parent directory", self.full(&prefix), e)
+                    })?;
+                    sys::openat(cur.as_raw_fd(), &c, flags, 0).map_err(|e| {
+                        LayerError::io("opening parent directory", self.full(&prefix), e)
+                    })?
+                }
+            };
+        }
+        Ok(cur)
+    }
+
+    /// Resolves `parts` following every symlink inside the root, creating
+    /// missing directories.
+    fn followed_parent(
+        &mut self,
+        parts: &[&[u8]],
+        key: &[u8],
+        raw: &[u8],
+    ) -> Result<OwnedFd, LayerError> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let fd = match sys::openat2_in_root(self.root.as_raw_fd(), key, flags) {
             Ok(fd) => fd,
             Err(e) if errno(&e) == libc::ENOENT => {
                 let mut cur: Option<OwnedFd> = None;
@@ -545,12 +637,8 @@ impl Unpacker {
                         .map_err(|e| LayerError::io("duplicating", self.dest.clone(), e))?,
                 }
             }
-            Err(e) => return Err(self.parent_error(&key, raw, e)),
+            Err(e) => return Err(self.parent_error(key, raw, e)),
         };
-        let copy = fd
-            .try_clone()
-            .map_err(|e| LayerError::io("duplicating descriptor of", self.full(&key), e))?;
-        self.parent_cache = Some((key, copy));
         Ok(fd)
     }
 

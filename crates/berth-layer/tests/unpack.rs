@@ -408,3 +408,68 @@ fn chown_failure_is_explained_or_ignored() {
     assert_eq!(report.chown_failed, 1);
     assert_eq!(fs::read(j.p("f")).unwrap(), b"x");
 }
+
+/// Flattening an image: an upper layer's `data/x` over a lower layer's
+/// `data -> /real` (or a dangling `lib64 -> lib`, or a plain file) gives
+/// what overlayfs shows a container: this layer's directory, hiding what
+/// was there, never a write through the lower symlink, never `File exists`.
+#[test]
+fn flattening_hides_lower_non_directories_as_overlayfs_does() {
+    let j = Jail::new();
+    let lower = TarBuf::new()
+        .symlink("data", "/real")
+        .dir("real/")
+        .file("real/old", b"old")
+        .symlink("lib64", "lib")
+        .file("plain", b"p")
+        .symlink("out", j.parent.join("outside").to_str().unwrap())
+        .bytes();
+    let upper = TarBuf::new()
+        .file("data/x", b"x")
+        .file("lib64/y", b"y")
+        .file("plain/z", b"z")
+        .file("out/pwn", b"!")
+        // The layer's own symlink is followed, as in its overlay dir.
+        .symlink("own", "real")
+        .file("own/w", b"w")
+        .bytes();
+    let mut opts = UnpackOptions::new(Whiteouts::Apply);
+    opts.flatten = true;
+    unpack(&lower[..], &j.dest, &opts).unwrap();
+    unpack(&upper[..], &j.dest, &opts).unwrap();
+    for (dir, names) in [
+        ("data", vec!["x"]),
+        ("real", vec!["old", "w"]),
+        ("lib64", vec!["y"]),
+        ("plain", vec!["z"]),
+        ("out", vec!["pwn"]),
+    ] {
+        let m = fs::symlink_metadata(j.p(dir)).unwrap();
+        assert!(m.is_dir(), "{dir} is a directory now");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755, "{dir}");
+        let mut got: Vec<_> = fs::read_dir(j.p(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, names, "{dir}");
+    }
+    assert!(
+        !j.p("lib").exists(),
+        "the dangling link's target is not made"
+    );
+    assert!(fs::symlink_metadata(j.p("own")).unwrap().is_symlink());
+    j.assert_contained();
+
+    // Without `flatten` (ADD of an archive) existing symlinks are followed.
+    let j = Jail::new();
+    j.unpack(&lower, Whiteouts::Apply).unwrap();
+    j.unpack(
+        &TarBuf::new().file("data/x", b"x").bytes(),
+        Whiteouts::Apply,
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(j.p("data")).unwrap().is_symlink());
+    assert_eq!(fs::read(j.p("real/x")).unwrap(), b"x");
+    j.assert_contained();
+}

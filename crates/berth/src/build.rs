@@ -2,8 +2,8 @@
 //! the outputs (local store, registry, OCI/Docker tarballs, a directory).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -373,7 +373,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         remote_cache: remote_cache.clone(),
     };
     let result = rt.block_on(berth_build::build(opts));
-    display.finish();
+    let _summary = display.finish();
     let result = result.map_err(|e| anyhow!("{e}"))?;
     let digest = result.image.digest().clone();
     let config_digest = result.image.config_digest.clone();
@@ -590,56 +590,12 @@ async fn export(
             let blobs = image.blobs.clone();
             let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
             let kind = o.kind.clone();
-            tokio::task::spawn_blocking(move || write_filesystem(&blobs, &manifest, &dest, &kind))
-                .await??;
+            tokio::task::spawn_blocking(move || {
+                crate::fs_output::write_filesystem(&blobs, &manifest, &dest, &kind)
+            })
+            .await??;
         }
         _ => unreachable!("validated in parse_output"),
-    }
-    Ok(())
-}
-
-/// `type=local` / `type=tar`: the final filesystem, layers applied in order.
-fn write_filesystem(
-    blobs: &berth_store::BlobStore,
-    manifest: &serde_json::Value,
-    dest: &Path,
-    kind: &str,
-) -> Result<()> {
-    let dir = if kind == "local" {
-        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-        dest.to_path_buf()
-    } else {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        tempfile::Builder::new()
-            .prefix(".berth-fs-")
-            .tempdir_in(parent)?
-            .keep()
-    };
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
-        let digest: berth_oci::Digest = layer["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| anyhow!("{e}"))?;
-        let f = blobs.open_blob(&digest)?;
-        let reader = berth_layer::decompress(std::io::BufReader::new(f))?;
-        let mut opts = berth_layer::UnpackOptions::new(berth_layer::Whiteouts::Apply);
-        opts.ignore_chown_errors = true;
-        berth_layer::unpack(reader, &dir, &opts).map_err(|e| anyhow!("unpacking {digest}: {e}"))?;
-    }
-    if kind == "tar" {
-        let tmp = dest.with_extension("partial");
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(file);
-        berth_layer::write_tree(&dir, &mut w, &berth_layer::DiffOptions::default())
-            .map_err(|e| anyhow!("{e}"))?;
-        w.flush()?;
-        std::fs::rename(&tmp, dest)?;
-        let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
 }

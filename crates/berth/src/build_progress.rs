@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use berth_build::{Event, Progress};
+use berth_build::{Event, LintWarning, Progress};
 
 /// Output lines kept (and shown) per running step, as BuildKit's tty mode.
 const LOG_LINES: usize = 6;
@@ -19,6 +19,8 @@ const LOG_LINES: usize = 6;
 pub struct Display {
     pub progress: Progress,
     tty: Option<Tty>,
+    /// Build check findings, for the summary at the end (none with quiet).
+    lints: Arc<Mutex<Vec<LintWarning>>>,
 }
 
 impl Display {
@@ -26,13 +28,16 @@ impl Display {
         Display {
             progress: Progress::silent(),
             tty: None,
+            lints: Arc::default(),
         }
     }
 
     pub fn plain() -> Display {
+        let lints: Arc<Mutex<Vec<LintWarning>>> = Arc::default();
         Display {
-            progress: plain(),
+            progress: plain(Arc::clone(&lints)),
             tty: None,
+            lints,
         }
     }
 
@@ -45,7 +50,12 @@ impl Display {
             wake: Condvar::new(),
         });
         let sink = Arc::clone(&state);
+        let lints: Arc<Mutex<Vec<LintWarning>>> = Arc::default();
+        let lints2 = Arc::clone(&lints);
         let progress = Progress::new(move |e| {
+            if let Event::Lint { warning, .. } = &e {
+                lints2.lock().unwrap().push(warning.clone());
+            }
             sink.state.lock().unwrap().apply(e);
         });
         let painter = Arc::clone(&state);
@@ -56,15 +66,58 @@ impl Display {
                 shared: state,
                 thread: Some(thread),
             }),
+            lints,
         }
     }
 
-    /// Stops redrawing and leaves the final state on the screen.
-    pub fn finish(mut self) {
+    /// Stops redrawing and leaves the final state on the screen. The build
+    /// checks' summary (buildx's `printWarnings`) is printed when the
+    /// returned guard is dropped: after the outputs, before an error.
+    pub fn finish(mut self) -> Summary {
         if let Some(tty) = self.tty.as_mut() {
             tty.stop();
         }
+        Summary {
+            lints: std::mem::take(&mut *self.lints.lock().unwrap()),
+        }
     }
+}
+
+/// Prints the build checks' summary when dropped.
+pub struct Summary {
+    lints: Vec<LintWarning>,
+}
+
+impl Drop for Summary {
+    fn drop(&mut self) {
+        if !self.lints.is_empty() {
+            let text = summary(&self.lints, tracing::enabled!(tracing::Level::DEBUG));
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
+}
+
+/// buildx's summary of the build checks' warnings: a count and one line
+/// each; expanded (description, link) with `--debug`. Names keys only,
+/// never values (the warnings hold no value).
+fn summary(lints: &[LintWarning], expand: bool) -> String {
+    let mut out = String::from("\n ");
+    if lints.len() == 1 {
+        out.push_str("1 warning found");
+    } else {
+        out.push_str(&format!("{} warnings found", lints.len()));
+    }
+    if !expand {
+        out.push_str(" (use --debug to expand)");
+    }
+    out.push_str(":\n");
+    for w in lints {
+        out.push_str(&format!(" - {}\n", w.short()));
+        if expand {
+            out.push_str(&format!("{}\nMore info: {}\n\n", w.description, w.url));
+        }
+    }
+    out
 }
 
 impl Drop for Display {
@@ -112,6 +165,8 @@ struct Vertex {
     cached: bool,
     error: bool,
     logs: VecDeque<String>,
+    /// `WARN: …` lines of build checks, always shown.
+    lints: Vec<String>,
 }
 
 impl State {
@@ -127,6 +182,7 @@ impl State {
                         cached: false,
                         error: false,
                         logs: VecDeque::new(),
+                        lints: Vec::new(),
                     },
                 );
             }
@@ -160,6 +216,11 @@ impl State {
                 }
             }
             Event::Warning(w) => self.warnings.push(w),
+            Event::Lint { id, warning } => {
+                if let Some(v) = self.vertices.get_mut(&id) {
+                    v.lints.push(format!("WARN: {}", warning.short()));
+                }
+            }
         }
     }
 
@@ -198,6 +259,9 @@ impl State {
                 format!("{time:.1}s")
             };
             out.push(columns(&left, &right, width));
+            for l in &v.lints {
+                out.push(fit(&format!(" => => {l}"), width));
+            }
             if v.elapsed.is_none() || v.error {
                 for l in &v.logs {
                     out.push(fit(&format!(" => => # {l}"), width));
@@ -288,7 +352,7 @@ fn paint(state: &mut State, all: bool) {
 }
 
 /// BuildKit's `--progress=plain` lines.
-fn plain() -> Progress {
+fn plain(lints: Arc<Mutex<Vec<LintWarning>>>) -> Progress {
     Progress::new(move |e| {
         let mut err = std::io::stderr().lock();
         let _ = match e {
@@ -303,6 +367,11 @@ fn plain() -> Progress {
                 writeln!(err, "#{id} ERROR: {first}")
             }
             Event::Warning(w) => writeln!(err, "WARNING: {w}"),
+            Event::Lint { id, warning } => {
+                let line = writeln!(err, "#{id} WARN: {}", warning.short());
+                lints.lock().unwrap().push(warning);
+                line
+            }
         };
     })
 }

@@ -7,6 +7,7 @@ mod build_progress;
 mod builder;
 mod copy;
 mod exit;
+mod fs_output;
 mod images;
 mod inspect;
 mod local;

@@ -1070,6 +1070,12 @@ fn failing_run_shows_exit_code_and_last_output() {
 /// An OCI archive holding one image whose single layer is `entries`
 /// (raw tar names, so `..` and absolute paths can be written).
 fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+    layered_archive(dir, name, &[entries])
+}
+
+/// An OCI archive of image `name:1`: busybox (`bin/busybox`, `bin/sh`,
+/// `tmp/`) and then each entry list of `layers` as a layer of its own.
+fn layered_archive(dir: &Path, name: &str, layers: &[&[(&str, tar::EntryType, &str)]]) -> PathBuf {
     fn header(name: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
         let mut h = tar::Header::new_ustar();
         let bytes = name.as_bytes();
@@ -1091,8 +1097,9 @@ fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &st
         h.set_cksum();
         h
     }
-    let mut layer = Vec::new();
-    {
+    let mut tars: Vec<Vec<u8>> = Vec::new();
+    for (i, entries) in layers.iter().enumerate() {
+        let mut layer = Vec::new();
         let mut b = tar::Builder::new(&mut layer);
         // A usable system below the hostile entries: busybox, so RUN works.
         let bb = std::fs::read("/bin/busybox").unwrap();
@@ -1106,35 +1113,39 @@ fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &st
             std::io::empty(),
         )
         .unwrap();
-        let mut h = header(
-            "bin/busybox",
-            tar::EntryType::Regular,
-            bb.len() as u64,
-            None,
-        );
-        h.set_mode(0o755);
-        h.set_cksum();
-        b.append(&h, bb.as_slice()).unwrap();
-        b.append(
-            &header("bin/sh", tar::EntryType::Symlink, 0, Some("busybox")),
-            std::io::empty(),
-        )
-        .unwrap();
-        for (path, kind, data) in entries {
+        if i == 0 {
+            let mut h = header(
+                "bin/busybox",
+                tar::EntryType::Regular,
+                bb.len() as u64,
+                None,
+            );
+            h.set_mode(0o755);
+            h.set_cksum();
+            b.append(&h, bb.as_slice()).unwrap();
+            b.append(
+                &header("bin/sh", tar::EntryType::Symlink, 0, Some("busybox")),
+                std::io::empty(),
+            )
+            .unwrap();
+        }
+        for (path, kind, data) in entries.iter() {
             let link = (*kind == tar::EntryType::Symlink).then_some(*data);
             let size = if link.is_some() { 0 } else { data.len() as u64 };
             let body: &[u8] = if link.is_some() { b"" } else { data.as_bytes() };
             b.append(&header(path, *kind, size, link), body).unwrap();
         }
         b.finish().unwrap();
+        drop(b);
+        tars.push(layer);
     }
     let sha = |b: &[u8]| berth_oci::Digest::sha256_of(b).to_string();
-    let layer_digest = sha(&layer);
+    let diff_ids: Vec<String> = tars.iter().map(|t| sha(t)).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        "history": [{"created_by": "hostile"}],
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": tars.iter().map(|_| serde_json::json!({"created_by": "hostile"})).collect::<Vec<_>>(),
     }))
     .unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -1142,8 +1153,9 @@ fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &st
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": sha(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer.len()}],
+        "layers": tars.iter().map(|t| serde_json::json!(
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+             "digest": sha(t), "size": t.len()})).collect::<Vec<_>>(),
     }))
     .unwrap();
     let index = serde_json::to_vec(&serde_json::json!({
@@ -1165,11 +1177,304 @@ fn hostile_archive(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &st
     };
     add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json".into(), &index);
-    for blob in [&layer, &config, &manifest] {
+    for blob in tars.iter().chain([&config, &manifest]) {
         add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
     }
     b.finish().unwrap();
     path
+}
+
+/// 12: symlinks a lower layer left. A layer writing `data/x` over a lower
+/// `data -> /real` (and `lib64/y` over a dangling `lib64 -> lib`) shows
+/// `data` as that layer's directory, as overlayfs (and BuildKit) do; COPY
+/// follows symlinks on its destination, the last one and dangling ones
+/// included (BuildKit's `fs.RootPath`); `--output type=local` and
+/// `type=tar` write what RUN sees. Existing destinations are merged into;
+/// a failed export leaves the destination as it was and nothing beside it.
+fn scenario_symlinks_of_lower_layers(env: &Env) {
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+    let archive = layered_archive(
+        &env.work,
+        "links",
+        &[
+            &[
+                ("data", L, "/real"),
+                ("real/", D, ""),
+                ("real/old", F, "old\n"),
+                ("lib64", L, "lib"),
+                ("dangle", L, "/nowhere"),
+                ("somedir/", D, ""),
+                ("lnkdir", L, "/somedir"),
+                ("tfile", F, "old\n"),
+                ("lnkfile", L, "tfile"),
+            ],
+            &[("data/x", F, "x\n"), ("lib64/y", F, "y\n")],
+        ],
+    );
+    env.give(&archive);
+    ok(env.berth(&["load", "-i", archive.to_str().unwrap()]));
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM links:1\n\
+                 RUN ls /data > /seen-data && ls /real > /seen-real && cat /lib64/y > /seen-y\n\
+                 COPY f /dangle/\n\
+                 COPY f /lnkdir\n\
+                 COPY f /data/\n\
+                 COPY f /lnkfile\n\
+                 COPY dir /dangle/sub\n",
+            ),
+            ("f", "f\n"),
+            ("dir/a", "a\n"),
+        ],
+    );
+    // An existing destination: BuildKit merges into it.
+    let local = env.work.join("out");
+    std::fs::create_dir_all(local.join("data")).unwrap();
+    std::fs::write(local.join("keep"), "mine\n").unwrap();
+    std::fs::write(local.join("data/mine"), "mine\n").unwrap();
+    std::fs::write(local.join("real"), "a file where the image has a dir\n").unwrap();
+    for p in [
+        &local,
+        &local.join("data"),
+        &local.join("keep"),
+        &local.join("data/mine"),
+        &local.join("real"),
+    ] {
+        env.give(p);
+    }
+    let tarball = env.work.join("out.tar");
+    env.build(
+        &ctx,
+        &[
+            "-t",
+            "linked:1",
+            "--output",
+            &format!("type=local,dest={}", local.display()),
+            "--output",
+            &format!("type=tar,dest={}", tarball.display()),
+        ],
+    )
+    .ok();
+    let read =
+        |p: &str| std::fs::read_to_string(local.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let names = |p: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(local.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v.join(" ")
+    };
+    let is_link = |p: &str| {
+        std::fs::symlink_metadata(local.join(p))
+            .unwrap()
+            .is_symlink()
+    };
+    // What RUN saw...
+    assert_eq!(read("seen-data"), "x\n");
+    assert_eq!(read("seen-real"), "old\n");
+    assert_eq!(read("seen-y"), "y\n");
+    // ... is what the export wrote: the upper layer's directories.
+    assert!(!is_link("data") && !is_link("lib64"));
+    assert_eq!(names("data"), "f mine x", "merged with what dest had");
+    assert_eq!(names("real"), "old");
+    assert_eq!(names("lib64"), "y");
+    // COPY followed the links: dangling ones make their target.
+    assert!(is_link("dangle") && is_link("lnkdir") && is_link("lnkfile"));
+    assert_eq!(names("nowhere"), "f sub");
+    assert_eq!(read("nowhere/sub/a"), "a\n");
+    assert_eq!(names("somedir"), "f");
+    assert_eq!(read("tfile"), "f\n");
+    assert_eq!(read("keep"), "mine\n", "entries the image lacks stay");
+    let leftovers: Vec<_> = std::fs::read_dir(&env.work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".berth"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // type=tar: the same tree.
+    let fs = entries(&std::fs::read(&tarball).unwrap());
+    let get = |p: &str| {
+        fs.iter()
+            .find(|e| e.path.trim_end_matches('/') == p)
+            .unwrap_or_else(|| panic!("{p} not in the tar"))
+    };
+    assert_eq!(get("data/x").data, b"x\n");
+    assert_eq!(get("data/f").data, b"f\n");
+    assert_eq!(get("lib64/y").data, b"y\n");
+    assert_eq!(get("nowhere/sub/a").data, b"a\n");
+    assert!(fs.iter().all(|e| e.path != "real/x"));
+
+    // A layer the export cannot apply (its own symlink to nothing, then a
+    // file through it) fails the export: dest keeps what it had, a new
+    // dest is not made, nothing is left beside them.
+    let bad = layered_archive(
+        &env.work,
+        "badlayer",
+        &[&[("own", L, "/missing"), ("own/w", F, "w\n")]],
+    );
+    env.give(&bad);
+    ok(env.berth(&["load", "-i", bad.to_str().unwrap()]));
+    let ctx2 = env.context(
+        "ctx2",
+        &[("Dockerfile", "FROM badlayer:1\nLABEL only=metadata\n")],
+    );
+    let before = tree_listing(&local);
+    let fresh = env.work.join("fresh");
+    for (dest, kind) in [(&local, "local"), (&fresh, "local"), (&tarball, "tar")] {
+        let tar_before = std::fs::read(&tarball).unwrap();
+        let err = env
+            .build(
+                &ctx2,
+                &["--output", &format!("type={kind},dest={}", dest.display())],
+            )
+            .failed()
+            .to_string();
+        assert!(err.contains("own"), "{err}");
+        assert_eq!(
+            tree_listing(&local),
+            before,
+            "{kind} export to {} changed dest",
+            dest.display()
+        );
+        assert!(!fresh.exists(), "a failed export made its destination");
+        assert_eq!(std::fs::read(&tarball).unwrap(), tar_before);
+        let leftovers: Vec<_> = std::fs::read_dir(&env.work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".berth") || n.ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn symlinks_of_lower_layers_agree_in_run_copy_and_outputs() {
+    scenario_symlinks_of_lower_layers(&Env::new());
+}
+
+#[test]
+fn rootless_symlinks_of_lower_layers_agree_in_run_copy_and_outputs() {
+    if let Some(env) = Env::rootless() {
+        scenario_symlinks_of_lower_layers(&env);
+    }
+}
+
+/// 13: BuildKit's `SecretsUsedInArgOrEnv` check: `#N WARN:` lines on the
+/// vertex that loaded the Dockerfile, buildx's summary at the end, keys
+/// only (never a value), per-instruction `# check=skip=`, stages not built
+/// unchecked, `-q` silent, `# check=error=true` failing before any step
+/// runs, `BUILDKIT_DOCKERFILE_CHECK` in the directive's place.
+fn scenario_secrets_check(env: &Env) {
+    let dockerfile = "FROM base:1 AS unused\n\
+                      ENV UNUSED_TOKEN=1\n\
+                      FROM base:1\n\
+                      ARG DB_PASSWORD=s3cr3t\n\
+                      ENV API_TOKEN=hunter2 PUBLIC_KEY=pk\n\
+                      # check=skip=SecretsUsedInArgOrEnv // allowed here\n\
+                      ENV OTHER_SECRET=x\n\
+                      RUN echo ran\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile)]);
+    let b = env.build(&ctx, &["--build-arg", "DB_PASSWORD=fromflag"]);
+    b.ok();
+    let d = "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data";
+    let warn: Vec<&str> = b.stderr.lines().filter(|l| l.contains(" WARN: ")).collect();
+    assert_eq!(warn.len(), 2, "{}", b.stderr);
+    let id = warn[0].split(' ').next().unwrap();
+    assert_eq!(
+        warn[0],
+        format!("{id} WARN: {d} (ARG \"DB_PASSWORD\") (line 4)")
+    );
+    assert_eq!(
+        warn[1],
+        format!("{id} WARN: {d} (ENV \"API_TOKEN\") (line 5)")
+    );
+    assert!(
+        b.stderr.contains(&format!(
+            "{id} [internal] load build definition from Dockerfile\n"
+        )),
+        "{}",
+        b.stderr
+    );
+    let tail = b.stderr.split("#0 writing image").nth(1).unwrap_or("");
+    assert!(
+        tail.contains(&format!(
+            "\n\n 2 warnings found (use --debug to expand):\n - {d} (ARG \"DB_PASSWORD\") (line 4)\n - {d} (ENV \"API_TOKEN\") (line 5)\n"
+        )),
+        "the summary comes last:\n{}",
+        b.stderr
+    );
+    for secret in ["s3cr3t", "hunter2", "fromflag"] {
+        assert!(!b.stderr.contains(secret), "{secret} in:\n{}", b.stderr);
+    }
+    // --debug expands the summary with the link.
+    let dbg = env.berth(&[
+        "--debug",
+        "build",
+        "--progress",
+        "plain",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&dbg.stderr);
+    assert!(
+        err.contains(
+            "More info: https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2") && !err.contains("s3cr3t"), "{err}");
+    // -q: the image ID only.
+    let q = env.build(&ctx, &["-q"]);
+    q.ok();
+    assert_eq!(q.stderr, "", "-q prints no warning");
+    // check=error=true: the warnings, then the error; nothing ran.
+    let strict = env.context(
+        "strict",
+        &[("Dockerfile", &format!("# check=error=true\n{dockerfile}"))],
+    );
+    let b = env.build(&strict, &["--no-cache"]);
+    let err = b.failed();
+    assert!(
+        err.contains("lint violation found for rules: SecretsUsedInArgOrEnv"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{d} (ENV \"API_TOKEN\") (line 6)")),
+        "{err}"
+    );
+    assert!(!err.contains("RUN echo ran"), "a step ran:\n{err}");
+    // The build arg replaces the directive.
+    let b = env.build(
+        &strict,
+        &[
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=SecretsUsedInArgOrEnv",
+        ],
+    );
+    b.ok();
+    assert!(!b.stderr.contains("WARN"), "{}", b.stderr);
+    let bad = env.build(
+        &strict,
+        &["--build-arg", "BUILDKIT_DOCKERFILE_CHECK=nonsense"],
+    );
+    assert!(bad
+        .failed()
+        .contains("failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK"));
+}
+
+#[test]
+fn secrets_used_in_arg_or_env_are_warned_about() {
+    scenario_secrets_check(&Env::new());
+}
+
+#[test]
+fn rootless_secrets_used_in_arg_or_env_are_warned_about() {
+    if let Some(env) = Env::rootless() {
+        scenario_secrets_check(&env);
+    }
 }
 
 /// Every path under `dir` whose file name is `name`.
