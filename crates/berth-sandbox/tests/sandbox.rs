@@ -475,8 +475,33 @@ all_modes!(host_devices_cannot_be_opened, |mode| {
         // Root keeps CAP_MKNOD, like Docker; the open is what is refused.
         assert!(out.contains("denied-/tmp/disk"), "{out}");
         assert!(out.contains("denied-/dev/disk"), "{out}");
+        device_cgroup_is_used_and_removed(&f);
     }
 });
+
+/// As real root with the cgroup v1 `devices` controller, the step runs in a
+/// device cgroup of its own, gone once the step is.
+fn device_cgroup_is_used_and_removed(f: &Fixture) {
+    let hierarchy = std::path::Path::new("/sys/fs/cgroup/devices");
+    if !hierarchy.join("devices.deny").exists() {
+        return;
+    }
+    let s = f.spec(&["sh", "-c", "grep devices /proc/self/cgroup; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null || true"]);
+    let out = f.run(&s).ok().to_string();
+    let line = out.lines().next().unwrap_or("");
+    let name = line.rsplit('/').next().unwrap_or("");
+    assert!(
+        name.starts_with("berth-"),
+        "not in a berth device cgroup: {out}"
+    );
+    let dir = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split_once(":devices:").map(|(_, p)| p.to_string()))
+        .unwrap();
+    let cg = hierarchy.join(dir.trim_start_matches('/')).join(name);
+    assert!(!cg.exists(), "{} left behind", cg.display());
+}
 
 all_modes!(docker_confinement_seccomp_no_new_privs_caps, |mode| {
     let f = Fixture::new(mode);
