@@ -37,7 +37,7 @@ REPO=$PWD
 [ -n "$SCEN" ] || SCEN=$REPO/../shared/bench/scenarios
 [ -d "$SCEN" ] || { echo "scenarios not found at $SCEN (pass --scenarios DIR)" >&2; exit 1; }
 [ "$BUILD" = 1 ] && cargo build --release -q -p berth
-BERTH=$REPO/target/release/berth
+BERTH=${BERTH_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/berth}
 # Debian's docker.io client: its `docker build` speaks to the engine's BuildKit
 # without buildx.
 DOCKER=${DOCKER:-/usr/bin/docker}

@@ -33,7 +33,7 @@ done
 
 cd "$(dirname "$0")/.."
 [ "$BUILD" = 1 ] && cargo build --release -q -p berth
-BERTH=$PWD/target/release/berth
+BERTH=${BERTH_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/berth}
 command -v skopeo >/dev/null || { echo "skopeo is needed (apt-get install skopeo)" >&2; exit 1; }
 
 W=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/berth-bench-copy.XXXXXX")
