@@ -208,16 +208,18 @@ impl Uploads {
         if self.parked.load(Ordering::Relaxed) <= keep {
             return 0;
         }
-        let mut slots: Vec<SessionWriter> = self
+        // Read each key once: requests touch `last_used` while this sorts,
+        // and a key that changes mid-sort breaks the sort (it panics).
+        let mut slots: Vec<(u64, SessionWriter)> = self
             .live
             .lock()
             .expect("uploads lock")
             .values()
-            .cloned()
+            .map(|s| (s.last_used.load(Ordering::Relaxed), s.clone()))
             .collect();
-        slots.sort_by_key(|s| s.last_used.load(Ordering::Relaxed));
+        slots.sort_unstable_by_key(|(used, _)| *used);
         let mut closed = 0;
-        for s in slots {
+        for (_, s) in slots {
             if self.parked.load(Ordering::Relaxed) <= keep {
                 break;
             }
