@@ -118,8 +118,9 @@ pub fn unpack(
         devices_ok: opts.allow_devices && sys::can_create_devices(),
         buf: vec![0; 256 * 1024],
     };
+    let (tar, budget) = crate::headers::budgeted(tar, crate::headers::MAX_HEADER_BYTES);
     let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(LayerError::Tar)? {
+    for entry in budget.entries(archive.entries().map_err(LayerError::Tar)?) {
         let entry = entry.map_err(LayerError::Tar)?;
         u.entry(entry)?;
     }
