@@ -83,6 +83,7 @@ pub async fn resolve_base(
             jobs: 4,
             insecure,
             root: root.to_path_buf(),
+            archive: berth_copy::ArchiveLimits::from_env(),
         };
         let src = berth_copy::open(&Location::Registry(r.clone()), &opts, false)
             .map_err(|e| BuildError::Base(format!("{name}: {e}")))?;
@@ -303,6 +304,7 @@ impl Endpoint for BuiltImage {
     fn read_blob<'a>(
         &'a self,
         digest: &'a Digest,
+        _size: u64,
     ) -> BoxFuture<'a, berth_copy::Result<BoxStream<'static, berth_copy::Result<Bytes>>>> {
         Box::pin(async move {
             Ok(berth_copy::endpoint::file_stream(

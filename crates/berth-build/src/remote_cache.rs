@@ -638,7 +638,7 @@ impl RemoteCache {
                 })?;
             let stream = source
                 .endpoint
-                .read_blob(&layer.digest)
+                .read_blob(&layer.digest, layer.size)
                 .await
                 .map_err(|e| {
                     crate::BuildError::Store(format!(
@@ -971,7 +971,7 @@ impl RemoteCache {
                         return Ok(());
                     }
                 }
-                let data = source.read_blob(&l.digest).await?;
+                let data = source.read_blob(&l.digest, l.size).await?;
                 dest.write_blob(&l.digest, l.size, data).await
             }
         });
@@ -1120,7 +1120,10 @@ async fn read_small_blob(ep: &dyn Endpoint, d: &Descriptor) -> Result<Vec<u8>, S
             d.digest, d.size
         ));
     }
-    let mut s = ep.read_blob(&d.digest).await.map_err(|e| e.to_string())?;
+    let mut s = ep
+        .read_blob(&d.digest, d.size)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut v = Vec::with_capacity(d.size as usize);
     while let Some(c) = s.next().await {
         let c = c.map_err(|e| e.to_string())?;
@@ -1372,6 +1375,7 @@ impl Endpoint for LazyImage<'_> {
     fn read_blob<'a>(
         &'a self,
         digest: &'a Digest,
+        size: u64,
     ) -> BoxFuture<'a, berth_copy::Result<BoxStream<'static, berth_copy::Result<Bytes>>>> {
         Box::pin(async move {
             if self.blobs.size(digest)?.is_some() {
@@ -1380,7 +1384,7 @@ impl Endpoint for LazyImage<'_> {
                 ));
             }
             match self.cache.source_of(digest) {
-                Some(src) => src.endpoint.read_blob(digest).await,
+                Some(src) => src.endpoint.read_blob(digest, size).await,
                 None => Ok(berth_copy::endpoint::file_stream(
                     self.blobs.open_blob(digest)?,
                 )),

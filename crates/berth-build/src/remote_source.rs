@@ -269,7 +269,7 @@ fn clean_subdir(s: &str) -> Result<PathBuf, String> {
 
 /// The URL for messages: a password in it (`https://user:pw@host/`) is
 /// never printed.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -290,24 +290,24 @@ async fn download(
 ) -> Result<(String, i64), String> {
     use futures_util::StreamExt;
     use std::io::Write;
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
     let shown = redact(url);
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("failed to fetch {shown}: {}", e.without_url()))?;
-    if !resp.status().is_success() {
-        return Err(format!(
-            "failed to fetch {shown}: invalid response status {}",
-            resp.status()
-        ));
-    }
-    let mtime = resp
-        .headers()
+    // Bounded: BERTH_MAX_DOWNLOAD_BYTES, and the connect and idle timeouts.
+    let fetched = berth_client::fetch::fetch(
+        url,
+        &shown,
+        concat!("berth/", env!("CARGO_PKG_VERSION")),
+        berth_client::Timeouts::from_env(),
+        berth_client::fetch::max_download_bytes(),
+    )
+    .await
+    .map_err(|e| match e {
+        berth_client::Error::Status { status, detail, .. } => {
+            format!("failed to fetch {shown}: invalid response status {status} {detail}")
+        }
+        e => format!("failed to fetch: {e}"),
+    })?;
+    let mtime = fetched
+        .headers
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
@@ -315,11 +315,23 @@ async fn download(
         .map(|d| d.as_secs() as i64);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let tmp_path = dir.join(format!(".download-{filename}"));
+    // Whatever stops the download (a stall, the size cap, a full disk, a
+    // wrong checksum), the partial file goes.
+    struct Partial<'a>(&'a Path, bool);
+    impl Drop for Partial<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+    }
+    let mut partial = Partial(&tmp_path, false);
     let mut file = std::fs::File::create(&tmp_path).map_err(|e| e.to_string())?;
     let mut hasher = Sha256::new();
-    let mut stream = resp.bytes_stream();
+    let mut stream = fetched.body;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("failed to fetch {shown}: {}", e.without_url()))?;
+        // The error names the URL (shown) and the limit that stopped it.
+        let chunk = chunk.map_err(|e| format!("failed to fetch: {e}"))?;
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(|e| e.to_string())?;
     }
@@ -335,7 +347,6 @@ async fn download(
     );
     if let Some(want) = want {
         if digest != want {
-            let _ = std::fs::remove_file(&tmp_path);
             return Err(format!(
                 "checksum mismatch for {shown}: expected {want}, got {digest} (the file changed on the server, or --checksum is wrong)"
             ));
@@ -352,6 +363,7 @@ async fn download(
     });
     set_mtime(&tmp_path, mtime).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp_path, dir.join(filename)).map_err(|e| e.to_string())?;
+    partial.1 = true;
     Ok((digest, mtime))
 }
 

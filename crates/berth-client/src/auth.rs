@@ -58,6 +58,7 @@ pub(crate) struct Auth {
     base: Url,
     credential: Option<Credential>,
     state: Mutex<State>,
+    timeouts: crate::settings::Timeouts,
 }
 
 fn scope_key(scopes: &[String]) -> String {
@@ -72,12 +73,18 @@ struct TokenReply {
 }
 
 impl Auth {
-    pub fn new(registry: &str, base: Url, credential: Option<Credential>) -> Auth {
+    pub fn new(
+        registry: &str,
+        base: Url,
+        credential: Option<Credential>,
+        timeouts: crate::settings::Timeouts,
+    ) -> Auth {
         Auth {
             registry: registry.to_owned(),
             base,
             credential,
             state: Mutex::default(),
+            timeouts,
         }
     }
 
@@ -249,10 +256,33 @@ impl Auth {
                 }
             }
         };
-        let transport = |source| Error::Transport {
-            registry: self.registry.clone(),
-            attempts: 1,
-            source,
+        let request = match self.timeouts.request {
+            Some(t) => request.timeout(t),
+            None => request,
+        };
+        let transport = |source: reqwest::Error| {
+            if source.is_timeout() {
+                let (setting, limit) =
+                    self.timeouts
+                        .which(started.elapsed(), source.is_connect(), true);
+                return Error::Timeout {
+                    registry: self.registry.clone(),
+                    repository: repository.map(str::to_owned),
+                    what: format!("token request to {realm}"),
+                    detail: format!(
+                        "no answer within {}",
+                        limit
+                            .map(crate::settings::format_duration)
+                            .unwrap_or_default()
+                    ),
+                    setting,
+                };
+            }
+            Error::Transport {
+                registry: self.registry.clone(),
+                attempts: 1,
+                source,
+            }
         };
         let resp = request.send().await.map_err(transport)?;
         let status = resp.status();
@@ -266,7 +296,17 @@ impl Auth {
             };
             return Err(self.unauthorized(repository, detail));
         }
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = crate::client::read_capped(resp, crate::client::MAX_TOKEN_BYTES)
+            .await
+            .map_err(transport)?
+            .ok_or_else(|| Error::Protocol {
+                registry: self.registry.clone(),
+                repository: repository.map(str::to_owned),
+                detail: format!(
+                    "the token service {realm} sent more than {} bytes",
+                    crate::client::MAX_TOKEN_BYTES
+                ),
+            })?;
         if !status.is_success() {
             return Err(Error::Status {
                 registry: self.registry.clone(),
@@ -319,7 +359,7 @@ mod tests {
     #[test]
     fn refused_messages_tell_what_to_do() {
         let base = Url::parse("http://r.example:5000/").unwrap();
-        let anon = Auth::new("r.example:5000", base.clone(), None);
+        let anon = Auth::new("r.example:5000", base.clone(), None, Default::default());
         let e = anon.refused(Some("app")).to_string();
         assert!(e.contains("berth login r.example:5000"), "{e}");
         assert!(e.contains("repository app"), "{e}");
@@ -330,6 +370,7 @@ mod tests {
                 username: "bob".into(),
                 password: "x".into(),
             }),
+            Default::default(),
         );
         let e = user.refused(None).to_string();
         assert!(e.contains("\"bob\"") && e.contains("berth login"), "{e}");

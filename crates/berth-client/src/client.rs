@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_oci::media_type as mt;
 use berth_oci::{Digest, Hasher};
@@ -25,9 +25,19 @@ use reqwest::{Method, Response, StatusCode, Url};
 use crate::auth::{repository_scope, Auth, CATALOG_SCOPE};
 use crate::credentials::{Credential, DockerConfig};
 use crate::error::{Error, Result};
+use crate::settings::{format_duration, format_size, Timeouts};
 
-/// Largest manifest accepted from a registry.
-pub const MAX_MANIFEST_BYTES: usize = 32 << 20;
+/// Largest manifest accepted from a registry: 4 MiB, what berth serve
+/// accepts by default (`max_manifest_bytes`), distribution's limit and
+/// containers/image's (skopeo, podman) `MaxManifestBodySize`. A manifest
+/// fetched by tag has no declared size, so this is its only bound.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Largest page of a tag list or catalog.
+pub const MAX_LIST_BYTES: usize = 16 << 20;
+/// Largest token service answer (containers/image's `MaxAuthTokenBodySize`).
+pub const MAX_TOKEN_BYTES: usize = 1 << 20;
+/// How much of an error response is read for its message.
+const MAX_ERROR_BYTES: usize = 64 << 10;
 /// A listing that goes on for more pages than this is refused (a loop).
 const MAX_PAGES: usize = 100_000;
 
@@ -50,6 +60,9 @@ pub struct ClientConfig {
     /// First backoff delay; doubled after each failed try (at most 10 s).
     pub retry_delay: Duration,
     pub user_agent: String,
+    /// Connect, idle and per-request timeouts ([`Timeouts::from_env`] by
+    /// default).
+    pub timeouts: Timeouts,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +73,7 @@ impl Default for ClientConfig {
             max_attempts: 4,
             retry_delay: Duration::from_millis(250),
             user_agent: format!("berth/{}", env!("CARGO_PKG_VERSION")),
+            timeouts: Timeouts::from_env(),
         }
     }
 }
@@ -111,7 +125,8 @@ pub fn referrers_tag(subject: &Digest) -> String {
 /// A blob download: `size` is the number of bytes `stream` will yield when
 /// the registry said so. A download from offset 0 is verified: the stream
 /// ends with [`Error::DigestMismatch`] instead of `None` if the content does
-/// not match the digest.
+/// not match the digest. With a declared size, the stream never yields
+/// more than it ([`Error::SizeMismatch`] at the first byte too many).
 pub struct Blob {
     pub size: Option<u64>,
     pub stream: BlobStream,
@@ -150,6 +165,9 @@ struct Inner {
     registry: String,
     base: Url,
     http: reqwest::Client,
+    /// For blob uploads: no read deadline (reqwest's counts from the start
+    /// of the request, body included); the upload watches its own progress.
+    upload: reqwest::Client,
     auth: Auth,
     config: ClientConfig,
 }
@@ -171,6 +189,8 @@ struct Call<'a> {
     repository: Option<&'a str>,
     /// May be sent again after a transient failure.
     retry: bool,
+    /// Bounded by the overall request timeout (everything but blob bodies).
+    overall: bool,
 }
 
 impl<'a> Call<'a> {
@@ -184,7 +204,13 @@ impl<'a> Call<'a> {
             scopes,
             repository,
             retry,
+            overall: true,
         }
+    }
+
+    /// What the request is about, for timeout messages.
+    fn what(&self) -> String {
+        format!("{} {}", self.method, self.url.path())
     }
 
     fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Self {
@@ -299,18 +325,25 @@ impl RegistryClient {
             .ok()
             .filter(|u| u.path() == "/" && u.query().is_none() && u.host().is_some())
             .ok_or_else(|| invalid(format!("{registry:?} is not a registry host[:port]")))?;
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
+        let t = config.timeouts;
+        let http = t
+            .apply(reqwest::Client::builder().user_agent(config.user_agent.clone()))
             .build()
             .map_err(|e| invalid(format!("cannot set up HTTP: {e}")))?;
-        let auth = Auth::new(registry, base.clone(), config.credential.clone());
+        let mut upload = reqwest::Client::builder().user_agent(config.user_agent.clone());
+        if let Some(c) = t.connect {
+            upload = upload.connect_timeout(c);
+        }
+        let upload = upload
+            .build()
+            .map_err(|e| invalid(format!("cannot set up HTTP: {e}")))?;
+        let auth = Auth::new(registry, base.clone(), config.credential.clone(), t);
         Ok(RegistryClient {
             inner: Arc::new(Inner {
                 registry: registry.to_owned(),
                 base,
                 http,
+                upload,
                 auth,
                 config,
             }),
@@ -363,6 +396,63 @@ impl RegistryClient {
         }
     }
 
+    /// A failed request: [`Error::Timeout`] naming the limit that fired
+    /// (guessed from how long it ran), else [`Error::Transport`].
+    /// `started`: when the request began, if it had an overall limit
+    /// (blob bodies have none: their timeouts are idle ones).
+    fn request_error(
+        &self,
+        repository: Option<&str>,
+        what: String,
+        started: Option<Instant>,
+        attempts: u32,
+        source: reqwest::Error,
+    ) -> Error {
+        if !source.is_timeout() {
+            return self.transport(attempts, source);
+        }
+        let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+        let (setting, limit) =
+            self.inner
+                .config
+                .timeouts
+                .which(elapsed, source.is_connect(), started.is_some());
+        let limit = limit.map(format_duration).unwrap_or_default();
+        let detail = if source.is_connect() {
+            format!("no connection within {limit}")
+        } else if setting == crate::settings::REQUEST_TIMEOUT_ENV {
+            format!("not done within {limit}")
+        } else {
+            format!("no data for {limit}")
+        };
+        self.timeout(repository, what, detail, setting)
+    }
+
+    fn timeout(
+        &self,
+        repository: Option<&str>,
+        what: String,
+        detail: String,
+        setting: &'static str,
+    ) -> Error {
+        Error::Timeout {
+            registry: self.inner.registry.clone(),
+            repository: repository.map(str::to_owned),
+            what,
+            detail,
+            setting,
+        }
+    }
+
+    fn size_mismatch(&self, repository: &str, what: String, detail: String) -> Error {
+        Error::SizeMismatch {
+            registry: self.inner.registry.clone(),
+            repository: Some(repository.to_owned()),
+            what,
+            detail,
+        }
+    }
+
     async fn backoff(&self, attempt: u32, retry_after: Option<Duration>) {
         let exp = self
             .inner
@@ -397,15 +487,28 @@ impl RegistryClient {
             if let Some(b) = &call.body {
                 req = req.body(b.clone());
             }
+            if let (true, Some(t)) = (call.overall, inner.config.timeouts.request) {
+                req = req.timeout(t);
+            }
+            let started = Instant::now();
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if call.retry && attempt < max && !e.is_builder() => {
+                // A timeout already waited long: it is not tried again.
+                Err(e) if call.retry && attempt < max && !e.is_builder() && !e.is_timeout() => {
                     tracing::debug!(error = %e, url = %call.url, "transient failure");
                     self.backoff(attempt, None).await;
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(self.transport(attempt, e)),
+                Err(e) => {
+                    return Err(self.request_error(
+                        call.repository,
+                        call.what(),
+                        call.overall.then_some(started),
+                        attempt,
+                        e,
+                    ))
+                }
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
@@ -437,7 +540,7 @@ impl RegistryClient {
     /// The error for an unexpected response (consumes its body for details).
     async fn fail(&self, call: &Call<'_>, resp: Response, what: &str) -> Error {
         let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_prefix(resp, MAX_ERROR_BYTES, self.inner.config.timeouts.idle).await;
         let detail = error_detail(&body);
         let registry = self.inner.registry.clone();
         let repository = call.repository.map(str::to_owned);
@@ -534,22 +637,42 @@ impl RegistryClient {
                 .await);
         }
         let headers = resp.headers().clone();
+        let too_large = || {
+            self.protocol(
+                Some(repository),
+                format!(
+                    "manifest {reference} is larger than {} (berth's limit for manifests, as \
+                     distribution's and skopeo's); refusing it",
+                    format_size(MAX_MANIFEST_BYTES as u64)
+                ),
+            )
+        };
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_MANIFEST_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let started = Instant::now();
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_MANIFEST_BYTES {
-                        return Err(self.protocol(
-                            Some(repository),
-                            format!(
-                                "manifest {reference} is larger than {MAX_MANIFEST_BYTES} bytes"
-                            ),
-                        ));
+                    if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+                        return Err(too_large());
                     }
+                    body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.transport(1, e)),
+                Err(e) => {
+                    return Err(self.request_error(
+                        Some(repository),
+                        format!("reading manifest {reference}"),
+                        Some(started),
+                        1,
+                        e,
+                    ))
+                }
             }
         }
         let bytes = Bytes::from(body);
@@ -732,18 +855,41 @@ impl RegistryClient {
     }
 
     /// Downloads a blob from `offset` on (a `Range` request, to resume).
-    pub async fn get_blob(&self, repository: &str, digest: &Digest, offset: u64) -> Result<Blob> {
+    ///
+    /// `size` is the size its descriptor declares: a `Content-Length` that
+    /// does not match it fails before the body is read, and the stream stops
+    /// at the first byte past it, both with [`Error::SizeMismatch`]. Without
+    /// it only the digest bounds what is accepted, so callers that have a
+    /// descriptor pass its size. The body has no overall time limit, only the
+    /// idle one (a 10 GB layer takes its time; a stalled one does not).
+    pub async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        offset: u64,
+    ) -> Result<Blob> {
+        if let Some(s) = size {
+            if offset > s {
+                return Err(self.protocol(
+                    Some(repository),
+                    format!("cannot resume blob {digest} of {s} bytes at byte {offset}"),
+                ));
+            }
+        }
         let mut call = Call::new(
             Method::GET,
             self.url(Some(repository), &format!("blobs/{digest}"))?,
             Some(repository),
             vec![repository_scope(repository, false)],
         );
+        call.overall = false;
         if offset > 0 {
             call = call.header(RANGE, &format!("bytes={offset}-"));
         }
         let resp = self.send(&call).await?;
         let length = resp.content_length();
+        let what = format!("blob {digest}");
         let skip = match resp.status() {
             StatusCode::OK => offset,
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
@@ -761,7 +907,27 @@ impl RegistryClient {
             }
             _ => return Err(self.fail(&call, resp, &format!("blob {digest}")).await),
         };
-        let size = length.map(|l| l.saturating_sub(skip));
+        // What this response must carry: the rest of the blob from `offset`,
+        // plus what a server that ignored `Range` resends before it.
+        let expected = size.map(|s| s - offset + skip);
+        if let (Some(l), Some(e)) = (length, expected) {
+            if l != e {
+                let declared = size.unwrap_or_default();
+                return Err(self.size_mismatch(
+                    repository,
+                    what,
+                    format!(
+                        "the registry announced Content-Length {l}{}, but the descriptor \
+                         declares {declared} bytes",
+                        if offset > 0 {
+                            format!(" from byte {offset}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+        }
         let stream = Download {
             inner: Box::pin(resp.bytes_stream()),
             hasher: (offset == 0).then(|| digest.algorithm().hasher()),
@@ -770,9 +936,14 @@ impl RegistryClient {
             client: self.clone(),
             repository: repository.to_owned(),
             done: false,
+            declared: size,
+            offset,
+            remaining: size.map(|s| s - offset),
         };
         Ok(Blob {
-            size,
+            size: size
+                .map(|s| s - offset)
+                .or(length.map(|l| l.saturating_sub(skip))),
             stream: Box::pin(stream),
         })
     }
@@ -807,16 +978,25 @@ impl RegistryClient {
 
         let failure = Arc::new(Mutex::new(None::<std::io::Error>));
         let seen = failure.clone();
-        let body = reqwest::Body::wrap_stream(data.map(move |item| {
-            item.map_err(|e| {
-                let msg = e.to_string();
-                *seen.lock().expect("source error") = Some(e);
-                std::io::Error::other(msg)
+        // The body reports its progress, so a registry that stops taking
+        // data is noticed (the idle timeout), while one that takes a 10 GB
+        // blob slowly but steadily is not cut off.
+        let progress = Arc::new(Progress::new());
+        let p = progress.clone();
+        let body = reqwest::Body::wrap_stream(
+            data.map(move |item| {
+                p.touch();
+                item.map_err(|e| {
+                    let msg = e.to_string();
+                    *seen.lock().expect("source error") = Some(e);
+                    std::io::Error::other(msg)
+                })
             })
-        }));
+            .chain(stream_end(progress.clone())),
+        );
         let inner = &self.inner;
         let mut req = inner
-            .http
+            .upload
             .put(url.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
@@ -829,7 +1009,11 @@ impl RegistryClient {
             req = req.header(AUTHORIZATION, h);
         }
         let put = Call::new(Method::PUT, url, Some(repository), scopes);
-        let resp = match req.send().await {
+        let what = format!("upload of blob {digest}");
+        let resp = match self
+            .watch_upload(req.send(), &progress, repository, &what)
+            .await?
+        {
             Ok(r) => r,
             Err(e) => {
                 if let Some(source) = failure.lock().expect("source error").take() {
@@ -839,7 +1023,7 @@ impl RegistryClient {
                         source,
                     });
                 }
-                return Err(self.transport(1, e));
+                return Err(self.request_error(Some(repository), what, None, 1, e));
             }
         };
         match resp.status() {
@@ -862,6 +1046,61 @@ impl RegistryClient {
             _ => Err(self
                 .fail(&put, resp, &format!("upload of blob {digest}"))
                 .await),
+        }
+    }
+
+    /// Awaits an upload's response while watching its body: no chunk taken
+    /// for the idle timeout, or no answer within the request timeout once
+    /// the whole body is sent, is an [`Error::Timeout`].
+    async fn watch_upload<F>(
+        &self,
+        send: F,
+        progress: &Progress,
+        repository: &str,
+        what: &str,
+    ) -> Result<reqwest::Result<Response>>
+    where
+        F: std::future::Future<Output = reqwest::Result<Response>>,
+    {
+        let t = self.inner.config.timeouts;
+        let tick = t
+            .idle
+            .into_iter()
+            .chain(t.request)
+            .min()
+            .map_or(Duration::from_secs(1), |d| {
+                (d / 4).min(Duration::from_secs(1))
+            });
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                r = &mut send => return Ok(r),
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let (done, since) = progress.since();
+            let (limit, setting, detail) = if done {
+                (
+                    t.request,
+                    crate::settings::REQUEST_TIMEOUT_ENV,
+                    "the registry did not answer within",
+                )
+            } else {
+                (
+                    t.idle,
+                    crate::settings::IDLE_TIMEOUT_ENV,
+                    "the registry took no data for",
+                )
+            };
+            if let Some(limit) = limit {
+                if since >= limit {
+                    return Err(self.timeout(
+                        Some(repository),
+                        what.to_owned(),
+                        format!("{detail} {}", format_duration(limit)),
+                        setting,
+                    ));
+                }
+            }
         }
     }
 
@@ -956,7 +1195,27 @@ impl RegistryClient {
         let resp = self.send(&call).await?;
         let mut manifests = match resp.status() {
             StatusCode::OK => {
-                let body = resp.bytes().await.map_err(|e| self.transport(1, e))?;
+                let started = Instant::now();
+                let body = read_capped(resp, MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|e| {
+                        self.request_error(
+                            Some(repository),
+                            format!("reading the referrers of {subject}"),
+                            Some(started),
+                            1,
+                            e,
+                        )
+                    })?
+                    .ok_or_else(|| {
+                        self.protocol(
+                            Some(repository),
+                            format!(
+                                "the referrers list of {subject} is larger than {}; refusing it",
+                                format_size(MAX_MANIFEST_BYTES as u64)
+                            ),
+                        )
+                    })?;
                 self.index_descriptors(repository, &body, "referrers list")?
             }
             StatusCode::NOT_FOUND => {
@@ -1087,7 +1346,27 @@ impl RegistryClient {
             let next = header_str(resp.headers(), LINK.as_str())
                 .and_then(next_link)
                 .map(|l| url.join(l));
-            let body = resp.bytes().await.map_err(|e| self.transport(1, e))?;
+            let started = Instant::now();
+            let body = read_capped(resp, MAX_LIST_BYTES)
+                .await
+                .map_err(|e| {
+                    self.request_error(
+                        repository,
+                        format!("reading the {what}"),
+                        Some(started),
+                        1,
+                        e,
+                    )
+                })?
+                .ok_or_else(|| {
+                    self.protocol(
+                        repository,
+                        format!(
+                            "{what}: a page is larger than {}; refusing it",
+                            format_size(MAX_LIST_BYTES as u64)
+                        ),
+                    )
+                })?;
             let page: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.protocol(repository, format!("{what}: unreadable JSON ({e})")))?;
             match &page[field] {
@@ -1154,8 +1433,93 @@ impl RegistryClient {
     }
 }
 
-/// A blob download: skips what a server that ignored `Range` resent, and
-/// verifies the digest of whole downloads at the end.
+/// When an upload body last moved, and whether it is all sent.
+struct Progress {
+    start: Instant,
+    /// Milliseconds since `start` of the last chunk taken.
+    last: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+            last: 0.into(),
+            done: false.into(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the body is sent, and the time since it last moved.
+    fn since(&self) -> (bool, Duration) {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        (
+            self.done.load(std::sync::atomic::Ordering::Relaxed),
+            self.start.elapsed().saturating_sub(last),
+        )
+    }
+}
+
+/// An empty stream that, when reached, marks the body as sent.
+fn stream_end(
+    progress: Arc<Progress>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::once(async move {
+        progress.touch();
+        progress
+            .done
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        None
+    })
+    .filter_map(|x: Option<std::io::Result<Bytes>>| async move { x })
+}
+
+/// Reads at most `max` bytes of a response body (the rest is dropped with
+/// the connection), giving up after `idle` without data. For error details:
+/// failures read as what arrived.
+async fn read_prefix(mut resp: Response, max: usize, idle: Option<Duration>) -> Bytes {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let next = resp.chunk();
+        let chunk = match idle {
+            Some(i) => match tokio::time::timeout(i, next).await {
+                Ok(c) => c,
+                Err(_) => break,
+            },
+            None => next.await,
+        };
+        match chunk {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(max - out.len())]),
+            _ => break,
+        }
+    }
+    Bytes::from(out)
+}
+
+/// A whole response body of at most `max` bytes: `Ok(None)` if it is
+/// larger (refused as soon as that is known).
+pub(crate) async fn read_capped(mut resp: Response, max: usize) -> reqwest::Result<Option<Bytes>> {
+    if resp.content_length().is_some_and(|l| l > max as u64) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await? {
+        if out.len() + c.len() > max {
+            return Ok(None);
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(Some(Bytes::from(out)))
+}
+
+/// A blob download: skips what a server that ignored `Range` resent,
+/// stops at the first byte past the declared size, and verifies the digest
+/// of whole downloads at the end.
 struct Download {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     hasher: Option<Hasher>,
@@ -1164,6 +1528,18 @@ struct Download {
     client: RegistryClient,
     repository: String,
     done: bool,
+    /// The descriptor's size, if the caller knows it.
+    declared: Option<u64>,
+    offset: u64,
+    /// Bytes still to come (with a declared size).
+    remaining: Option<u64>,
+}
+
+impl Download {
+    fn size_error(&self, detail: String) -> Error {
+        self.client
+            .size_mismatch(&self.repository, format!("blob {}", self.expected), detail)
+    }
 }
 
 impl Stream for Download {
@@ -1186,6 +1562,17 @@ impl Stream for Download {
                     if chunk.is_empty() {
                         continue;
                     }
+                    if let Some(left) = &mut this.remaining {
+                        if chunk.len() as u64 > *left {
+                            this.done = true;
+                            let declared = this.declared.unwrap_or_default();
+                            return Poll::Ready(Some(Err(this.size_error(format!(
+                                "the registry sent more than the declared {declared} bytes \
+                                 (stopped there)"
+                            )))));
+                        }
+                        *left -= chunk.len() as u64;
+                    }
                     if let Some(h) = &mut this.hasher {
                         h.update(&chunk);
                     }
@@ -1193,10 +1580,24 @@ impl Stream for Download {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(this.client.transport(1, e))));
+                    let what = format!("reading blob {}", this.expected);
+                    return Poll::Ready(Some(Err(this.client.request_error(
+                        Some(&this.repository),
+                        what,
+                        None,
+                        1,
+                        e,
+                    ))));
                 }
                 Poll::Ready(None) => {
                     this.done = true;
+                    if let (Some(left @ 1..), Some(declared)) = (this.remaining, this.declared) {
+                        let got = declared - this.offset - left;
+                        return Poll::Ready(Some(Err(this.size_error(format!(
+                            "the body ended after {} of the declared {declared} bytes",
+                            this.offset + got
+                        )))));
+                    }
                     if let Some(h) = this.hasher.take() {
                         let actual = h.finish();
                         if actual != this.expected {

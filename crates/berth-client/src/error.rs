@@ -57,6 +57,34 @@ pub enum Error {
         expected: Box<Digest>,
         actual: Box<Digest>,
     },
+    /// A blob whose size is not what its descriptor declares: a
+    /// `Content-Length` that differs (refused before the body is read), a
+    /// body that goes on past the declared size (stopped at the first byte
+    /// too many) or ends short of it.
+    #[error(
+        "{registry}{}: {what}: {detail}; the registry served wrong content, nothing was kept",
+        repo(repository)
+    )]
+    SizeMismatch {
+        registry: String,
+        repository: Option<String>,
+        what: String,
+        detail: String,
+    },
+    /// A request that made no progress for too long: no connection, no
+    /// response, or a body that stopped arriving.
+    #[error(
+        "{registry}{}: {what}: {detail} (a stalled server or network; set {setting} to wait longer, 0 = no limit)",
+        repo(repository)
+    )]
+    Timeout {
+        registry: String,
+        repository: Option<String>,
+        what: String,
+        detail: String,
+        /// The environment variable that sets the limit that fired.
+        setting: &'static str,
+    },
     /// Any other unexpected status, with the registry's own error message.
     #[error(
         "{registry}{}: {method} {path} failed with HTTP {status}: {detail}",

@@ -5,17 +5,22 @@
 //! - [`credentials`]: reading, storing and erasing credentials like Docker.
 //! - [`challenge`]: `WWW-Authenticate` parsing.
 //! - `auth`: the token flow and cache (internal; [`RegistryClient`] uses it).
-//! - [`client`]: the requests, with retries and digest verification.
+//! - [`client`]: the requests, with retries, digest and size verification.
+//! - [`settings`]: timeouts (and the parsing of sizes and durations) from
+//!   the environment.
 
 mod auth;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
 mod error;
+pub mod fetch;
+pub mod settings;
 
 pub use client::{
     referrers_tag, Blob, BlobStream, ClientConfig, Manifest, ManifestInfo, PushedManifest,
-    RegistryClient, DEFAULT_MANIFEST_ACCEPT,
+    RegistryClient, DEFAULT_MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
 };
 pub use credentials::{Credential, CredentialError, DockerConfig};
 pub use error::{Error, Result};
+pub use settings::Timeouts;

@@ -279,7 +279,12 @@ async fn credentials_get_tokens_that_are_cached_per_scope() {
     let m = c.get_manifest("team/app", "v1", &[]).await.unwrap();
     assert_eq!(m.digest, digest);
     let blob = c
-        .get_blob("team/app", &img.layer_digest(), 0)
+        .get_blob(
+            "team/app",
+            &img.layer_digest(),
+            Some(img.layer.len() as u64),
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(collect(blob).await.unwrap(), img.layer);
@@ -325,7 +330,12 @@ async fn anonymous_tokens_pull_public_and_are_refused_elsewhere() {
     let m = anon.get_manifest("public/app", "v1", &[]).await.unwrap();
     assert_eq!(m.bytes, img.manifest);
     let blob = anon
-        .get_blob("public/app", &img.layer_digest(), 0)
+        .get_blob(
+            "public/app",
+            &img.layer_digest(),
+            Some(img.layer.len() as u64),
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(collect(blob).await.unwrap(), img.layer);
@@ -395,7 +405,12 @@ async fn content_that_does_not_match_its_digest_is_refused() {
         assert!(e.to_string().contains(&digest.to_string()), "{e}");
     }
     let blob = c
-        .get_blob("liar/app", &img.layer_digest(), 0)
+        .get_blob(
+            "liar/app",
+            &img.layer_digest(),
+            Some(img.layer.len() as u64),
+            0,
+        )
         .await
         .unwrap();
     let e = collect(blob).await.unwrap_err();

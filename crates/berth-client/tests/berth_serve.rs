@@ -43,12 +43,25 @@ async fn push_then_pull_blobs_and_manifests() {
     assert_eq!(c.head_manifest("app/web", "nope", &[]).await.unwrap(), None);
 
     // Whole blob (verified) and a resumed download from an offset.
-    let blob = c.get_blob("app/web", &img.layer_digest(), 0).await.unwrap();
+    let blob = c
+        .get_blob(
+            "app/web",
+            &img.layer_digest(),
+            Some(img.layer.len() as u64),
+            0,
+        )
+        .await
+        .unwrap();
     assert_eq!(blob.size, Some(img.layer.len() as u64));
     assert_eq!(collect(blob).await.unwrap(), img.layer);
     let offset = 1_000_003;
     let blob = c
-        .get_blob("app/web", &img.layer_digest(), offset)
+        .get_blob(
+            "app/web",
+            &img.layer_digest(),
+            Some(img.layer.len() as u64),
+            offset,
+        )
         .await
         .unwrap();
     assert_eq!(blob.size, Some(img.layer.len() as u64 - offset));
@@ -77,7 +90,7 @@ async fn unknown_things_are_clear_errors() {
         "{msg}"
     );
     let d = Digest::sha256_of(b"missing");
-    let e = c.get_blob("nobody/here", &d, 0).await.err().unwrap();
+    let e = c.get_blob("nobody/here", &d, None, 0).await.err().unwrap();
     assert!(e.is_not_found(), "{e:?}");
     assert!(c.get_manifest("Bad Name", "x", &[]).await.is_err());
     assert!(c.get_manifest("ok", "bad tag!", &[]).await.is_err());

@@ -185,12 +185,22 @@ fn htpasswd_registry() {
             (img.manifest.clone(), digest.clone())
         );
         let blob = c
-            .get_blob("team/app", &img.layer_digest(), 0)
+            .get_blob(
+                "team/app",
+                &img.layer_digest(),
+                Some(img.layer.len() as u64),
+                0,
+            )
             .await
             .unwrap();
         assert_eq!(collect(blob).await.unwrap(), img.layer);
         let blob = c
-            .get_blob("team/app", &img.layer_digest(), 123_457)
+            .get_blob(
+                "team/app",
+                &img.layer_digest(),
+                Some(img.layer.len() as u64),
+                123_457,
+            )
             .await
             .unwrap();
         assert_eq!(collect(blob).await.unwrap(), &img.layer[123_457..]);

@@ -1,11 +1,17 @@
 //! Tar archives: `oci-archive:` (a tar of an OCI image layout) and
 //! `docker-archive:` (what `docker save` writes).
 //!
-//! Reading extracts the archive into a private temporary directory: only
+//! Reading extracts the archive into a private staging directory under
+//! `<root>/ingest/archives/` (see [`crate::staging`]; on the root's
+//! filesystem, never `$TMPDIR`, and removed however the command ends): only
 //! regular files and directories are written, every path is checked (no
 //! `..`, no absolute paths), links are never created on disk but resolved
-//! inside the archive (a link pointing outside is refused). A gzip-compressed
-//! archive is decompressed on the fly.
+//! inside the archive (a link pointing outside is refused). A
+//! gzip-compressed archive is decompressed on the fly (every member of a
+//! multi-member gzip). What extraction may write is bounded
+//! ([`ArchiveLimits`]: the files' total size, sparse files counted at their
+//! full size since they are stored in full, 64 GiB by default) and so is
+//! the number of entries; sparse members keep their holes on disk.
 //!
 //! A docker-archive is read through its `manifest.json` (legacy
 //! `<id>/layer.tar` archives and Docker 25+'s OCI-inside form alike): each
@@ -20,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,7 +37,50 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 
 use crate::endpoint::{file_stream, ByteStream, Endpoint, Fetched, LayoutEndpoint, Target};
+use crate::staging::{self, StagingDir};
 use crate::{Error, Result};
+
+/// The variable that bounds how much an archive being read may expand to.
+pub const MAX_ARCHIVE_BYTES_ENV: &str = "BERTH_MAX_ARCHIVE_BYTES";
+/// Default bound on what extracting one archive may write: larger than
+/// any image one loads in practice, far below what a gzip bomb makes.
+pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 64 << 30;
+/// Most entries an archive may have (a docker-archive of [`MAX_LAYERS`]
+/// layers in the legacy form has about four per layer), and most configs
+/// and layers its `manifest.json` may name in all its images.
+///
+/// [`MAX_LAYERS`]: crate::MAX_LAYERS
+pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+/// Largest `manifest.json` or `index.json` read from an archive (as the
+/// manifest limit: containers/image reads at most 1 MiB of manifest.json).
+const MAX_JSON_BYTES: u64 = berth_client::MAX_MANIFEST_BYTES as u64;
+
+/// Bounds on extracting an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Total size of the files extraction may write (`None` = no limit).
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        ArchiveLimits {
+            max_bytes: Some(DEFAULT_MAX_ARCHIVE_BYTES),
+        }
+    }
+}
+
+impl ArchiveLimits {
+    /// The default, or `BERTH_MAX_ARCHIVE_BYTES` (`0` = no limit).
+    pub fn from_env() -> ArchiveLimits {
+        ArchiveLimits {
+            max_bytes: berth_client::settings::env_size(
+                MAX_ARCHIVE_BYTES_ENV,
+                Some(DEFAULT_MAX_ARCHIVE_BYTES),
+            ),
+        }
+    }
+}
 
 /// Which archive format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,36 +118,107 @@ fn normalize(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// An archive extracted into a private temporary directory.
+/// An archive extracted into a private staging directory.
 struct Extracted {
-    dir: tempfile::TempDir,
+    dir: StagingDir,
     /// Links (symbolic or hard) by their path, to their target's path, both
     /// relative to the archive root.
     links: HashMap<PathBuf, PathBuf>,
     archive: PathBuf,
 }
 
+/// What reading an archive found out of bounds, as an error.
+fn too_big(archive: &Path, limit: u64) -> Error {
+    Error::Limit(format!(
+        "archive {} expands to more than {} (the limit on what reading an archive may write); \
+         refusing it. If the archive is trusted, raise the limit with --max-size SIZE (berth \
+         load) or {MAX_ARCHIVE_BYTES_ENV}=SIZE (0 = no limit)",
+        archive.display(),
+        berth_client::settings::format_size(limit)
+    ))
+}
+
+/// An I/O error of the archive (`corrupt`) or of the signal that stopped it.
+fn read_error(archive: &Path, e: io::Error) -> Error {
+    if staging::is_interrupted(&e) {
+        Error::Interrupted
+    } else {
+        corrupt(archive, e)
+    }
+}
+
 impl Extracted {
-    fn open(archive: &Path) -> Result<Extracted> {
-        let mut file = File::open(archive)
+    fn open(archive: &Path, root: &Path, limits: &ArchiveLimits) -> Result<Extracted> {
+        let file = File::open(archive)
             .map_err(|e| Error::Other(format!("cannot open archive {}: {e}", archive.display())))?;
-        let mut magic = [0u8; 2];
-        let n = file.read(&mut magic).map_err(|e| corrupt(archive, e))?;
-        file.rewind()?;
-        let reader: Box<dyn Read> = if n == 2 && magic == GZIP_MAGIC {
-            Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
+        Self::read(Box::new(file), archive, root, limits)
+    }
+
+    /// Extracts the archive `input` (named `archive` in messages).
+    fn read(
+        input: Box<dyn Read + Send>,
+        archive: &Path,
+        root: &Path,
+        limits: &ArchiveLimits,
+    ) -> Result<Extracted> {
+        use std::io::BufRead;
+        let mut input = BufReader::with_capacity(1 << 20, input);
+        let magic = input.fill_buf().map_err(|e| corrupt(archive, e))?;
+        // Every member: `gzip -dc` reads concatenated members, and so does
+        // berth (pigz and parallel compressors write several).
+        let reader: Box<dyn Read> = if magic.starts_with(&GZIP_MAGIC) {
+            Box::new(flate2::bufread::MultiGzDecoder::new(input))
+        } else if magic.starts_with(&ZSTD_MAGIC) {
+            return Err(Error::Other(format!(
+                "archive {} is zstd-compressed; decompress it first (zstd -d)",
+                archive.display()
+            )));
         } else {
-            Box::new(BufReader::new(file))
+            Box::new(input)
         };
-        let dir = tempfile::Builder::new()
-            .prefix("berth-archive-")
-            .tempdir()?;
+        let dir = StagingDir::create(root).map_err(|e| {
+            Error::Other(format!(
+                "cannot create a staging directory under {}: {e}",
+                root.join("ingest").display()
+            ))
+        })?;
+        // The archive's files go one level down, beside (never over) the
+        // lock of the staging directory.
+        let content = dir.path().join("archive");
+        fs::create_dir(&content)?;
         let mut links = HashMap::new();
+        // PAX records and long names are held in memory by the tar crate:
+        // bounded, as is the data it skips.
+        let (reader, budget) =
+            berth_layer::headers::budgeted(reader, berth_layer::headers::MAX_HEADER_BYTES);
         let mut tar = tar::Archive::new(reader);
-        let mut count = 0usize;
-        for entry in tar.entries().map_err(|e| corrupt(archive, e))? {
+        let mut files = 0usize;
+        let mut entries = 0usize;
+        let mut written = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for entry in budget.entries(tar.entries().map_err(|e| corrupt(archive, e))?) {
+            staging::check()?;
             let mut entry = entry.map_err(|e| corrupt(archive, e))?;
-            let raw = entry.path().map_err(|e| corrupt(archive, e))?.into_owned();
+            entries += 1;
+            if entries > MAX_ARCHIVE_ENTRIES {
+                return Err(Error::Limit(format!(
+                    "archive {} has more than {MAX_ARCHIVE_ENTRIES} entries; refusing it",
+                    archive.display()
+                )));
+            }
+            let mut raw = entry.path().map_err(|e| corrupt(archive, e))?.into_owned();
+            let mut sparse = berth_layer::sparse::PaxSparseRecords::default();
+            if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(archive, e))? {
+                for r in pax {
+                    let r = r.map_err(|e| corrupt(archive, e))?;
+                    sparse.record(r.key_bytes(), r.value_bytes());
+                }
+            }
+            let sparse = sparse.finish().map_err(|e| corrupt(archive, e))?;
+            if let Some(name) = sparse.as_ref().and_then(|s| s.name.as_ref()) {
+                use std::os::unix::ffi::OsStrExt;
+                raw = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+            }
             let bad = |why: &str| {
                 Error::Other(format!(
                     "archive {} has an unsafe entry {:?}: {why}; refusing it",
@@ -119,17 +239,46 @@ impl Extracted {
             let kind = entry.header().entry_type();
             match kind {
                 tar::EntryType::Directory => {
-                    fs::create_dir_all(dir.path().join(&rel))?;
+                    fs::create_dir_all(content.join(&rel))?;
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let dest = dir.path().join(&rel);
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
+                    // Sparse files count at their full size: what gets stored.
+                    let size = sparse.as_ref().map_or(entry.size(), |s| s.real_size);
+                    written = written.saturating_add(size);
+                    if let Some(max) = limits.max_bytes {
+                        if written > max {
+                            return Err(too_big(archive, max));
+                        }
+                    }
+                    let dest = content.join(&rel);
                     if let Some(parent) = dest.parent() {
                         fs::create_dir_all(parent)?;
                     }
                     links.remove(&rel);
-                    let mut out = File::create(&dest)?;
-                    io::copy(&mut entry, &mut out).map_err(|e| corrupt(archive, e))?;
-                    count += 1;
+                    // A name seen twice: the later entry wins, as with tar.
+                    match fs::remove_file(&dest) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                    let out = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&dest)?;
+                    let tick = &mut staging::check_io;
+                    let result = if kind == tar::EntryType::GNUSparse {
+                        berth_layer::sparse::write_holes(&mut entry, &out, &mut buf, tick)
+                    } else if let Some(sp) = &sparse {
+                        let stored = entry.size();
+                        berth_layer::sparse::write_pax_sparse(
+                            &mut entry, stored, sp, &out, &mut buf, tick,
+                        )
+                    } else {
+                        copy_checked(&mut entry, &out, &mut buf)
+                    };
+                    result.map_err(|e| read_error(archive, e))?;
+                    files += 1;
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     let target = entry
@@ -158,7 +307,7 @@ impl Extracted {
                 other => return Err(bad(&format!("entry type {other:?} is not allowed"))),
             }
         }
-        if count == 0 {
+        if files == 0 {
             return Err(corrupt(archive, "it holds no files"));
         }
         Ok(Extracted {
@@ -166,6 +315,27 @@ impl Extracted {
             links,
             archive: archive.to_path_buf(),
         })
+    }
+
+    /// Where the archive's files are.
+    fn content(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    /// A JSON file of the archive (`manifest.json`, `index.json`), read
+    /// only if it is of a sane size.
+    fn json_file(&self, name: &str) -> Result<Vec<u8>> {
+        let p = self.file(name)?;
+        let len = fs::metadata(&p)?.len();
+        if len > MAX_JSON_BYTES {
+            return Err(Error::Limit(format!(
+                "archive {}: {name} is {}, more than the {} berth reads; refusing it",
+                self.archive.display(),
+                berth_client::settings::format_size(len),
+                berth_client::settings::format_size(MAX_JSON_BYTES)
+            )));
+        }
+        Ok(fs::read(p)?)
     }
 
     /// The file `name` (relative to the archive root) on disk, links followed.
@@ -180,7 +350,7 @@ impl Extracted {
             match self.links.get(&rel) {
                 Some(t) => rel = t.clone(),
                 None => {
-                    let p = self.dir.path().join(&rel);
+                    let p = self.content().join(&rel);
                     if p.is_file() {
                         return Ok(p);
                     }
@@ -189,6 +359,24 @@ impl Extracted {
             }
         }
         Err(corrupt(&self.archive, format!("{name}: too many links")))
+    }
+}
+
+/// Copies an entry's data into a new file in 1 MiB chunks, checking for
+/// cancellation between them.
+fn copy_checked(from: &mut impl Read, to: &File, buf: &mut [u8]) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut at = 0u64;
+    loop {
+        staging::check_io()?;
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(at),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all_at(&buf[..n], at)?;
+        at += n as u64;
     }
 }
 
@@ -227,6 +415,7 @@ fn hash_file(path: &Path) -> io::Result<(Digest, u64, [u8; 4])> {
     let mut size = 0u64;
     let mut magic = [0u8; 4];
     loop {
+        staging::check_io()?;
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -243,14 +432,20 @@ fn hash_file(path: &Path) -> io::Result<(Digest, u64, [u8; 4])> {
 }
 
 impl ArchiveReader {
-    pub fn open(path: &Path, kind: ArchiveKind) -> Result<ArchiveReader> {
-        let extracted = Extracted::open(path)?;
+    /// Opens the archive at `path`, extracting it under `root`'s ingest
+    /// directory within `limits`.
+    pub fn open(
+        path: &Path,
+        kind: ArchiveKind,
+        root: &Path,
+        limits: &ArchiveLimits,
+    ) -> Result<ArchiveReader> {
+        let extracted = Extracted::open(path, root, limits)?;
         let inner = match kind {
-            ArchiveKind::Oci => ReaderKind::Oci(
-                LayoutEndpoint::open(extracted.dir.path(), false).map_err(|e| {
-                    Error::Other(format!("{} is not an OCI archive: {e}", path.display()))
-                })?,
-            ),
+            ArchiveKind::Oci => ReaderKind::Oci(Self::oci(&extracted).map_err(|e| match e {
+                Error::Limit(_) | Error::Interrupted => e,
+                e => Error::Other(format!("{} is not an OCI archive: {e}", path.display())),
+            })?),
             ArchiveKind::Docker => Self::docker(&extracted)?,
         };
         Ok(ArchiveReader { extracted, inner })
@@ -258,40 +453,98 @@ impl ArchiveReader {
 
     /// Opens a docker-archive (it has `manifest.json`) or else an
     /// oci-archive, whichever `path` is.
-    pub fn open_any(path: &Path) -> Result<ArchiveReader> {
-        let extracted = Extracted::open(path)?;
+    pub fn open_any(path: &Path, root: &Path, limits: &ArchiveLimits) -> Result<ArchiveReader> {
+        Self::any(Extracted::open(path, root, limits)?)
+    }
+
+    /// [`ArchiveReader::open_any`] of an archive read from a stream (standard
+    /// input), extracted as it arrives; `name` is for messages.
+    pub fn read_any(
+        input: Box<dyn Read + Send>,
+        name: &Path,
+        root: &Path,
+        limits: &ArchiveLimits,
+    ) -> Result<ArchiveReader> {
+        Self::any(Extracted::read(input, name, root, limits)?)
+    }
+
+    fn any(extracted: Extracted) -> Result<ArchiveReader> {
         let inner = if extracted.file("manifest.json").is_ok() {
             Self::docker(&extracted)?
         } else if extracted.file("oci-layout").is_ok() {
-            ReaderKind::Oci(LayoutEndpoint::open(extracted.dir.path(), false)?)
+            ReaderKind::Oci(Self::oci(&extracted)?)
         } else {
             return Err(Error::Other(format!(
                 "{} is neither a docker-archive (manifest.json) nor an oci-archive (oci-layout)",
-                path.display()
+                extracted.archive.display()
             )));
         };
         Ok(ArchiveReader { extracted, inner })
     }
 
+    fn oci(ex: &Extracted) -> Result<LayoutEndpoint> {
+        // index.json is read whole by the layout: bounded first.
+        if ex.file("index.json").is_ok() {
+            ex.json_file("index.json")?;
+        }
+        LayoutEndpoint::open(&ex.content(), false)
+    }
+
+    /// Where the archive's files are staged (for tests and diagnostics).
+    pub fn staging_dir(&self) -> &Path {
+        self.extracted.dir.path()
+    }
+
     fn docker(ex: &Extracted) -> Result<ReaderKind> {
         let archive = &ex.archive;
-        let text = fs::read(ex.file("manifest.json").map_err(|_| {
-            Error::Other(format!(
+        let text = ex.json_file("manifest.json").map_err(|e| match e {
+            Error::Limit(_) => e,
+            _ => Error::Other(format!(
                 "{} is not a docker-archive (no manifest.json)",
                 archive.display()
-            ))
-        })?)?;
+            )),
+        })?;
         let entries: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| corrupt(archive, format!("manifest.json: {e}")))?;
         let entries = entries
             .as_array()
             .ok_or_else(|| corrupt(archive, "manifest.json is not a list"))?;
+        // Counted before anything is hashed: a list of 200,000 layers is
+        // refused at once, not after hashing them; so are many images
+        // naming layers (each would be copied).
+        let mut total = 0usize;
+        for e in entries {
+            let n = e["Layers"].as_array().map_or(0, Vec::len);
+            if n > crate::MAX_LAYERS {
+                return Err(crate::copy::too_many_layers(
+                    &format!("archive {}", archive.display()),
+                    n,
+                ));
+            }
+            total += n + 1;
+        }
+        if total > MAX_ARCHIVE_ENTRIES {
+            return Err(Error::Limit(format!(
+                "archive {}: manifest.json names {total} configs and layers in all; berth reads \
+                 at most {MAX_ARCHIVE_ENTRIES} (refusing it)",
+                archive.display()
+            )));
+        }
         let mut images = Vec::new();
         let mut blobs = HashMap::new();
+        // A file named several times is hashed once.
+        let mut hashed: HashMap<PathBuf, (Digest, u64, [u8; 4])> = HashMap::new();
         // The file a blob came from must match its name if it is named by digest.
         let mut add = |name: &str| -> Result<(Digest, u64, [u8; 4], PathBuf)> {
             let p = ex.file(name)?;
-            let (d, size, magic) = hash_file(&p)?;
+            let (d, size, magic) = match hashed.get(&p) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = hash_file(&p).map_err(|e| read_error(archive, e))?;
+                    hashed.insert(p.clone(), h.clone());
+                    h
+                }
+            };
             if let Some(hex) = name.strip_prefix("blobs/sha256/") {
                 if hex != d.hex() {
                     return Err(corrupt(archive, format!("{name} has digest {d}")));
@@ -399,7 +652,7 @@ impl ArchiveReader {
                 })
                 .collect()),
             ReaderKind::Oci(_) => {
-                let layout = OciLayout::open(self.extracted.dir.path())?;
+                let layout = OciLayout::open(&self.extracted.content())?;
                 Ok(layout
                     .manifests()?
                     .into_iter()
@@ -502,9 +755,9 @@ impl Endpoint for ArchiveReader {
         }
     }
 
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+    fn read_blob<'a>(&'a self, digest: &'a Digest, size: u64) -> BoxFuture<'a, Result<ByteStream>> {
         match &self.inner {
-            ReaderKind::Oci(l) => l.read_blob(digest),
+            ReaderKind::Oci(l) => l.read_blob(digest, size),
             ReaderKind::Docker { blobs, .. } => Box::pin(async move {
                 let p = blobs.get(digest).ok_or_else(|| {
                     Error::NotFound(format!(
@@ -552,6 +805,8 @@ pub struct ArchiveWriter {
     stage: tempfile::TempDir,
     layout: LayoutEndpoint,
     saved: Mutex<Vec<Saved>>,
+    /// The stage is removed on a signal too.
+    _registered: staging::Registered,
 }
 
 impl ArchiveWriter {
@@ -572,6 +827,7 @@ impl ArchiveWriter {
             .map_err(|e| {
                 Error::Other(format!("cannot write an archive in {}: {e}", dir.display()))
             })?;
+        let registered = staging::Registered::new(stage.path());
         let layout = LayoutEndpoint::open(stage.path(), true)?;
         Ok(ArchiveWriter {
             kind,
@@ -579,6 +835,7 @@ impl ArchiveWriter {
             stage,
             layout,
             saved: Mutex::new(Vec::new()),
+            _registered: registered,
         })
     }
 
@@ -619,6 +876,7 @@ impl ArchiveWriter {
             .prefix(".berth-archive-")
             .suffix(".tmp")
             .tempfile_in(dir.unwrap_or(Path::new(".")))?;
+        let _registered = staging::Registered::new(tmp.path());
         {
             let mut b = tar::Builder::new(io::BufWriter::new(tmp.as_file_mut()));
             b.mode(tar::HeaderMode::Deterministic);
@@ -669,8 +927,8 @@ impl Endpoint for ArchiveWriter {
         self.layout.has_blob(digest)
     }
 
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
-        self.layout.read_blob(digest)
+    fn read_blob<'a>(&'a self, digest: &'a Digest, size: u64) -> BoxFuture<'a, Result<ByteStream>> {
+        self.layout.read_blob(digest, size)
     }
 
     fn write_blob<'a>(

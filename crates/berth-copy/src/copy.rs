@@ -12,7 +12,7 @@ use berth_oci::{Descriptor, Digest, ManifestKind, ParsedManifest};
 use futures_util::future::BoxFuture;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use crate::archive::{ArchiveKind, ArchiveReader, ArchiveWriter};
+use crate::archive::{ArchiveKind, ArchiveLimits, ArchiveReader, ArchiveWriter};
 use crate::endpoint::{
     ByteStream, Endpoint, Fetched, LayoutEndpoint, RegistryEndpoint, StoreEndpoint, Target,
 };
@@ -71,8 +71,32 @@ pub struct Options {
     pub jobs: usize,
     /// Plain HTTP for registries.
     pub insecure: bool,
-    /// The local store's root for `local:` locations.
+    /// The local store's root for `local:` locations (and where archives
+    /// being read are staged: `<root>/ingest/archives/`).
     pub root: std::path::PathBuf,
+    /// Bounds on extracting archives being read.
+    pub archive: ArchiveLimits,
+}
+
+/// Most layers an image may have: 4096. Far above what runs anywhere
+/// (Docker's overlay2 stops at 125 layers, overlayfs at 500 lower
+/// directories) and above the ~2,000 a registry's 4 MiB manifest can
+/// list, far below the 200,000 of an archive made to stall a copy.
+pub const MAX_LAYERS: usize = 4096;
+
+/// Deepest nesting of indexes a copy follows: 16. Real images nest one
+/// level (an index of images, attestations included); the image-spec's
+/// discussion of recursive references (opencontainers/image-spec#780)
+/// suggested 20 levels as where implementations may refuse. Each manifest
+/// is also copied at most once per copy, so indexes that name the same
+/// child many times (a diamond) cost nothing more.
+pub const MAX_INDEX_DEPTH: usize = 16;
+
+pub(crate) fn too_many_layers(what: &str, n: usize) -> Error {
+    Error::Limit(format!(
+        "{what}: an image with {n} layers; berth copies at most {MAX_LAYERS} layers an image \
+         (refusing it)"
+    ))
 }
 
 /// Progress reports, in the order things happen. A blob ends with exactly
@@ -129,13 +153,21 @@ pub fn open(loc: &Location, opts: &Options, create: bool) -> Result<Box<dyn Endp
         Location::OciArchive { path, .. } if create => {
             Box::new(ArchiveWriter::create(path, ArchiveKind::Oci)?)
         }
-        Location::OciArchive { path, .. } => Box::new(ArchiveReader::open(path, ArchiveKind::Oci)?),
+        Location::OciArchive { path, .. } => Box::new(ArchiveReader::open(
+            path,
+            ArchiveKind::Oci,
+            &opts.root,
+            &opts.archive,
+        )?),
         Location::DockerArchive { path, .. } if create => {
             Box::new(ArchiveWriter::create(path, ArchiveKind::Docker)?)
         }
-        Location::DockerArchive { path, .. } => {
-            Box::new(ArchiveReader::open(path, ArchiveKind::Docker)?)
-        }
+        Location::DockerArchive { path, .. } => Box::new(ArchiveReader::open(
+            path,
+            ArchiveKind::Docker,
+            &opts.root,
+            &opts.archive,
+        )?),
     })
 }
 
@@ -262,8 +294,10 @@ async fn copy_resolved(
         dst: destination,
         opts,
         progress,
+        copied: std::sync::Mutex::new(std::collections::HashSet::new()),
     };
-    ctx.copy_manifest(&top, &parsed, Target::Top(name)).await?;
+    ctx.copy_manifest(&top, &parsed, Target::Top(name), 0)
+        .await?;
     Ok(top.digest)
 }
 
@@ -274,6 +308,14 @@ async fn fetch_child(src: &dyn Endpoint, d: &Descriptor) -> Result<Fetched> {
         return Err(Error::Other(format!(
             "manifest {} from the source has digest {actual}; the source is corrupt",
             d.digest
+        )));
+    }
+    if m.bytes.len() as u64 != d.size {
+        return Err(Error::SizeMismatch(format!(
+            "manifest {} is {} bytes, its descriptor declares {}; the source is corrupt",
+            d.digest,
+            m.bytes.len(),
+            d.size
         )));
     }
     Ok(Fetched {
@@ -301,25 +343,49 @@ struct Ctx<'a> {
     dst: &'a dyn Endpoint,
     opts: &'a Options,
     progress: &'a (dyn Fn(Event) + Send + Sync),
+    /// Child manifests already copied (an index may name one many times).
+    copied: std::sync::Mutex<std::collections::HashSet<Digest>>,
 }
 
 impl Ctx<'_> {
+    /// `depth`: how many indexes lead to `m` (0 for the top).
     fn copy_manifest<'b>(
         &'b self,
         m: &'b Fetched,
         parsed: &'b ParsedManifest,
         target: Target<'b>,
+        depth: usize,
     ) -> BoxFuture<'b, Result<()>> {
         Box::pin(async move {
+            crate::staging::check()?;
             match parsed.kind {
                 ManifestKind::Index => {
+                    if depth >= MAX_INDEX_DEPTH && !parsed.manifests.is_empty() {
+                        return Err(Error::Limit(format!(
+                            "index {} is nested {} levels deep; berth follows indexes at most \
+                             {MAX_INDEX_DEPTH} levels deep (refusing it)",
+                            m.digest,
+                            depth + 1
+                        )));
+                    }
                     for child in &parsed.manifests {
+                        if self.copied.lock().unwrap().contains(&child.digest) {
+                            continue;
+                        }
                         let cm = fetch_child(self.src, child).await?;
                         let cp = parse(&cm)?;
-                        self.copy_manifest(&cm, &cp, Target::Child).await?;
+                        self.copy_manifest(&cm, &cp, Target::Child, depth + 1)
+                            .await?;
+                        self.copied.lock().unwrap().insert(child.digest.clone());
                     }
                 }
                 ManifestKind::Image => {
+                    if parsed.layers.len() > MAX_LAYERS {
+                        return Err(too_many_layers(
+                            &format!("manifest {}", m.digest),
+                            parsed.layers.len(),
+                        ));
+                    }
                     let blobs: Vec<&Descriptor> = parsed
                         .config
                         .iter()
@@ -387,7 +453,11 @@ impl Ctx<'_> {
                 return Ok(());
             }
         }
-        let data = self.src.read_blob(&d.digest).await?;
+        let data = capped(
+            self.src.read_blob(&d.digest, d.size).await?,
+            d.digest.clone(),
+            d.size,
+        );
         (self.progress)(Event::Started {
             digest: digest.clone(),
             size,
@@ -418,6 +488,36 @@ impl Ctx<'_> {
         (self.progress)(Event::Copied { digest, size });
         Ok(())
     }
+}
+
+/// `data`, failing with [`Error::SizeMismatch`] at the first byte past
+/// `size` or at an end short of it: whatever the source, a copy never moves
+/// more than the descriptor declares.
+fn capped(data: ByteStream, digest: Digest, size: u64) -> ByteStream {
+    stream::try_unfold(
+        (data, 0u64, digest),
+        move |(mut data, seen, digest)| async move {
+            match data.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > size {
+                        return Err(Error::SizeMismatch(format!(
+                        "blob {digest} has more than the {size} bytes its descriptor declares; \
+                         the source is corrupt (stopped there)"
+                    )));
+                    }
+                    Ok(Some((chunk, (data, seen, digest))))
+                }
+                Some(Err(e)) => Err(e),
+                None if seen < size => Err(Error::SizeMismatch(format!(
+                    "blob {digest} has {seen} bytes, its descriptor declares {size}; the source \
+                 is corrupt"
+                ))),
+                None => Ok(None),
+            }
+        },
+    )
+    .boxed()
 }
 
 /// `data`, adding the length of every chunk that passes to `done`.
@@ -451,7 +551,7 @@ mod tests {
         fn has_blob<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<Option<u64>>> {
             self.inner.has_blob(d)
         }
-        fn read_blob<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+        fn read_blob<'a>(&'a self, d: &'a Digest, _: u64) -> BoxFuture<'a, Result<ByteStream>> {
             Box::pin(async move {
                 let data = Bytes::from(self.layout.read_blob(d)?);
                 let pause = self.pause;
@@ -529,6 +629,7 @@ mod tests {
             jobs: 2,
             insecure: false,
             root: tmp.path().join("root"),
+            archive: ArchiveLimits::default(),
         };
         let events = Mutex::new(Vec::new());
         let what = Location::Layout {

@@ -49,8 +49,11 @@ pub trait Endpoint: Send + Sync {
     fn get_manifest<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Fetched>>;
     /// The size of a blob, if this endpoint has it.
     fn has_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Option<u64>>>;
-    /// A blob's content (the destination verifies it).
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>>;
+    /// A blob's content (the destination verifies it). `size` is what its
+    /// descriptor declares: a registry download stops at the first byte
+    /// past it ([`berth_client::Error::SizeMismatch`]), and the copy checks
+    /// every source the same way.
+    fn read_blob<'a>(&'a self, digest: &'a Digest, size: u64) -> BoxFuture<'a, Result<ByteStream>>;
     /// Stores a blob, verified against `digest` and `size`: on mismatch
     /// nothing is stored.
     fn write_blob<'a>(
@@ -95,6 +98,7 @@ fn media_type_of(bytes: &[u8], hint: Option<&str>) -> Result<String> {
 pub fn file_stream(file: std::fs::File) -> ByteStream {
     let file = tokio::fs::File::from_std(file);
     stream::try_unfold(file, |mut f| async move {
+        crate::staging::check()?;
         let mut buf = vec![0u8; 1 << 20];
         let n = f.read(&mut buf).await?;
         if n == 0 {
@@ -122,6 +126,7 @@ where
     });
     let mut source_error = None;
     while let Some(item) = data.next().await {
+        let item = crate::staging::check().and(item);
         let (item, stop) = match item {
             Ok(b) => (Ok(b), false),
             Err(e) => {
@@ -216,13 +221,17 @@ impl Endpoint for RegistryEndpoint {
         Box::pin(async move { Ok(self.client.blob_exists(&self.repository, digest).await?) })
     }
 
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+    fn read_blob<'a>(&'a self, digest: &'a Digest, size: u64) -> BoxFuture<'a, Result<ByteStream>> {
         Box::pin(async move {
-            let blob = self.client.get_blob(&self.repository, digest, 0).await?;
+            let blob = self
+                .client
+                .get_blob(&self.repository, digest, Some(size), 0)
+                .await?;
             Ok(resuming(
                 self.client.clone(),
                 self.repository.clone(),
                 digest.clone(),
+                size,
                 blob.stream,
             ))
         })
@@ -275,18 +284,24 @@ const RESUMES: u32 = 3;
 /// connection fails mid-body. The client verifies downloads from offset 0
 /// only, so after a resume the whole content is verified by the destination
 /// (berth-store and berth-layout hash what they write, registries what they
-/// receive).
+/// receive). A stall (the idle timeout) is resumed only if data came since
+/// the last connection: a registry that hangs again at once is given up on
+/// (as containers/image's body reader does), not waited for three times more.
 fn resuming(
     client: RegistryClient,
     repository: String,
     digest: Digest,
+    size: u64,
     first: berth_client::BlobStream,
 ) -> ByteStream {
     struct State {
         client: RegistryClient,
         repository: String,
         digest: Digest,
+        size: u64,
         offset: u64,
+        /// Where the current connection started.
+        connected_at: u64,
         inner: Option<berth_client::BlobStream>,
         resumes: u32,
     }
@@ -294,7 +309,9 @@ fn resuming(
         client,
         repository,
         digest,
+        size,
         offset: 0,
+        connected_at: 0,
         inner: Some(first),
         resumes: 0,
     };
@@ -305,8 +322,9 @@ fn resuming(
                 None => {
                     let blob = st
                         .client
-                        .get_blob(&st.repository, &st.digest, st.offset)
+                        .get_blob(&st.repository, &st.digest, Some(st.size), st.offset)
                         .await?;
+                    st.connected_at = st.offset;
                     st.inner.insert(blob.stream)
                 }
             };
@@ -316,7 +334,9 @@ fn resuming(
                     return Ok(Some((chunk, st)));
                 }
                 None => return Ok(None),
-                Some(Err(berth_client::Error::Transport { .. })) if st.resumes < RESUMES => {
+                Some(Err(e))
+                    if st.resumes < RESUMES && resumable(&e, st.offset > st.connected_at) =>
+                {
                     st.resumes += 1;
                     st.inner = None;
                     tokio::time::sleep(std::time::Duration::from_millis(200 << st.resumes)).await;
@@ -326,6 +346,15 @@ fn resuming(
         }
     })
     .boxed()
+}
+
+/// A broken connection is resumed; a stall only after progress.
+fn resumable(e: &berth_client::Error, progressed: bool) -> bool {
+    match e {
+        berth_client::Error::Transport { .. } => true,
+        berth_client::Error::Timeout { .. } => progressed,
+        _ => false,
+    }
 }
 
 /// An OCI image layout directory.
@@ -355,6 +384,18 @@ impl Endpoint for LayoutEndpoint {
                     (d.digest, Some(d.media_type))
                 }
             };
+            // Read whole: bounded like a registry's.
+            if let Some(n) = self.layout.blob_size(&digest)? {
+                if n > berth_client::MAX_MANIFEST_BYTES as u64 {
+                    return Err(Error::Limit(format!(
+                        "manifest {digest} is {}, more than the {} berth accepts; refusing it",
+                        berth_client::settings::format_size(n),
+                        berth_client::settings::format_size(
+                            berth_client::MAX_MANIFEST_BYTES as u64
+                        )
+                    )));
+                }
+            }
             let bytes = self.layout.read_blob(&digest)?;
             let hint = hint.filter(|h| !h.is_empty());
             let media_type = media_type_of(&bytes, hint.as_deref())?;
@@ -370,7 +411,7 @@ impl Endpoint for LayoutEndpoint {
         Box::pin(async move { Ok(self.layout.blob_size(digest)?) })
     }
 
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+    fn read_blob<'a>(&'a self, digest: &'a Digest, _: u64) -> BoxFuture<'a, Result<ByteStream>> {
         Box::pin(async move { Ok(file_stream(self.layout.open_blob(digest)?)) })
     }
 
@@ -493,7 +534,7 @@ impl Endpoint for StoreEndpoint {
         })
     }
 
-    fn read_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<ByteStream>> {
+    fn read_blob<'a>(&'a self, digest: &'a Digest, _: u64) -> BoxFuture<'a, Result<ByteStream>> {
         Box::pin(async move {
             let linked = self
                 .root

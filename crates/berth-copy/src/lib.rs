@@ -7,6 +7,8 @@
 //! - [`endpoint`]: the [`Endpoint`] trait and its three implementations.
 //! - [`copy`]: the copy itself: platform selection, parallel streaming
 //!   blob transfers, mounts, manifests byte-exact (children before indexes).
+//! - [`staging`]: private scratch directories under `<root>/ingest/` for
+//!   archives being read, and the cancellation a signal sets.
 //!
 //! This is its own crate rather than part of berth-client because it joins
 //! the client with berth-store and berth-layout; berth-client stays a pure
@@ -16,9 +18,11 @@ pub mod archive;
 pub mod copy;
 pub mod endpoint;
 pub mod location;
+pub mod staging;
 
 pub use archive::{ArchiveImage, ArchiveKind, ArchiveReader, ArchiveWriter};
-pub use copy::{copy, copy_endpoints, open, Event, Options, Platform};
+pub use archive::{ArchiveLimits, DEFAULT_MAX_ARCHIVE_BYTES, MAX_ARCHIVE_BYTES_ENV};
+pub use copy::{copy, copy_endpoints, open, Event, Options, Platform, MAX_INDEX_DEPTH, MAX_LAYERS};
 pub use endpoint::{Endpoint, Fetched, Target};
 pub use location::{Location, LocationError};
 
@@ -36,6 +40,18 @@ pub enum Error {
     Manifest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Content whose size is not what its descriptor declares (exit code 5,
+    /// like a digest mismatch).
+    #[error("{0}")]
+    SizeMismatch(String),
+    /// Input past one of berth's limits (layers per image, index nesting,
+    /// archive expansion): refused, with the limit and how to raise it when
+    /// it can be.
+    #[error("{0}")]
+    Limit(String),
+    /// Stopped by SIGINT/SIGTERM ([`staging::cancel`]).
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }

@@ -9,12 +9,19 @@
 //! * [`LayerEncoder`]: compress (parallel gzip, multithreaded zstd) while
 //!   computing the diff_id; [`decompress`] sniffs compressed input.
 //!
+//! * [`sparse`]: sparse tar members (GNU and PAX 0.0/0.1/1.0) written with
+//!   their holes, for unpacking and for archives being staged.
+//! * [`headers`]: a bound on the PAX records, long names and skipped data
+//!   the `tar` crate reads between members (it holds headers in memory).
+//!
 //! Linux only: unpacking relies on `openat2(RESOLVE_IN_ROOT)` (Linux 5.6).
 
 mod diff;
 mod encode;
 mod error;
+pub mod headers;
 mod native;
+pub mod sparse;
 mod sys;
 mod tarwrite;
 mod unpack;

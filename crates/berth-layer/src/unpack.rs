@@ -8,6 +8,9 @@
 //! `*at()` call on that parent descriptor, never through a path the kernel
 //! would resolve again. Hard link targets are resolved the same way and linked
 //! with `linkat(.., 0)`, which links a symlink itself rather than its target.
+//!
+//! Sparse files keep their holes (GNU `S` members and PAX sparse 0.0, 0.1
+//! and 1.0, see [`crate::sparse`]), as with Docker and containerd.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -17,6 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::LayerError;
+use crate::sparse::{self, PaxSparse, PaxSparseRecords};
 use crate::sys;
 
 /// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
@@ -125,8 +129,9 @@ pub fn unpack(
         devices_ok: opts.allow_devices && sys::can_create_devices(),
         buf: vec![0; 256 * 1024],
     };
+    let (tar, budget) = crate::headers::budgeted(tar, crate::headers::MAX_HEADER_BYTES);
     let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(LayerError::Tar)? {
+    for entry in budget.entries(archive.entries().map_err(LayerError::Tar)?) {
         let entry = entry.map_err(LayerError::Tar)?;
         u.entry(entry)?;
     }
@@ -142,6 +147,8 @@ struct Meta {
     mtime: i64,
     mtime_nsec: u32,
     xattrs: Vec<(CString, Vec<u8>)>,
+    /// A PAX sparse file's layout (and real name).
+    sparse: Option<PaxSparse>,
 }
 
 struct Unpacker {
@@ -191,10 +198,14 @@ impl Unpacker {
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), LayerError> {
-        let raw_path = entry.path_bytes().into_owned();
+        let mut raw_path = entry.path_bytes().into_owned();
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let mut kind = entry.header().entry_type().as_byte();
         let meta = self.meta(&mut entry, &raw_path)?;
+        // A PAX sparse member's header name is a placeholder.
+        if let Some(name) = meta.sparse.as_ref().and_then(|s| s.name.clone()) {
+            raw_path = name;
+        }
         self.report.entries += 1;
 
         if kind == b'g' {
@@ -247,7 +258,24 @@ impl Unpacker {
                 )
                 .map_err(|e| LayerError::io("creating", self.full(&rel), e))?;
                 let mut file = File::from(file);
-                let n = self.copy_data(&mut entry, &mut file, &rel)?;
+                let n = if kind == b'S' {
+                    // The tar crate expands the holes into zeros: skip them.
+                    sparse::write_holes(&mut entry, &file, &mut self.buf, &mut || Ok(()))
+                        .map_err(|e| self.data_error(e, &rel))?
+                } else if let Some(sp) = &meta.sparse {
+                    let stored = entry.size();
+                    sparse::write_pax_sparse(
+                        &mut entry,
+                        stored,
+                        sp,
+                        &file,
+                        &mut self.buf,
+                        &mut || Ok(()),
+                    )
+                    .map_err(|e| self.data_error(e, &rel))?
+                } else {
+                    self.copy_data(&mut entry, &mut file, &rel)?
+                };
                 self.report.files += 1;
                 self.report.bytes += n;
                 self.chown(|| sys::fchown(file.as_raw_fd(), meta.uid, meta.gid), &rel)?;
@@ -371,7 +399,18 @@ impl Unpacker {
         }
     }
 
-    /// Header metadata with PAX overrides (uid/gid/mtime, `SCHILY.xattr.*`).
+    /// A failure writing an entry's data: the tar's fault (truncated,
+    /// invalid sparse map) unless the filesystem refused a write.
+    fn data_error(&self, e: io::Error, rel: &[u8]) -> LayerError {
+        match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => LayerError::Tar(e),
+            _ if e.raw_os_error().is_some() => LayerError::io("writing", self.full(rel), e),
+            _ => LayerError::Tar(e),
+        }
+    }
+
+    /// Header metadata with PAX overrides (uid/gid/mtime, `SCHILY.xattr.*`,
+    /// `GNU.sparse.*`).
     fn meta<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -387,11 +426,15 @@ impl Unpacker {
         let mut mtime = h.mtime().map_err(|e| bad("mtime", e))? as i64;
         let mut mtime_nsec = 0;
         let mut xattrs = Vec::new();
+        let mut sparse = PaxSparseRecords::default();
         if let Some(pax) = entry.pax_extensions().map_err(LayerError::Tar)? {
             for ext in pax {
                 let ext = ext.map_err(LayerError::Tar)?;
                 let key = ext.key_bytes();
                 let value = ext.value_bytes();
+                if sparse.record(key, value) {
+                    continue;
+                }
                 let num = || {
                     std::str::from_utf8(value)
                         .ok()
@@ -431,6 +474,7 @@ impl Unpacker {
             u32::try_from(v)
                 .map_err(|_| LayerError::entry(path, format!("{what} {v} does not fit in 32 bits")))
         };
+        let sparse = sparse.finish().map_err(LayerError::Tar)?;
         Ok(Meta {
             mode,
             uid: id(uid, "uid")?,
@@ -438,6 +482,7 @@ impl Unpacker {
             mtime,
             mtime_nsec,
             xattrs,
+            sparse,
         })
     }
 

@@ -473,3 +473,131 @@ fn flattening_hides_lower_non_directories_as_overlayfs_does() {
     assert_eq!(fs::read(j.p("real/x")).unwrap(), b"x");
     j.assert_contained();
 }
+
+/// A sparse file of `size` bytes with `marks` written at their offsets,
+/// tarred by GNU tar with `args` (`--sparse`, a format, a sparse version).
+fn sparse_tar(dir: &Path, size: u64, marks: &[(u64, &[u8])], args: &[&str]) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let f = fs::File::create(src.join("big")).unwrap();
+    f.set_len(size).unwrap();
+    for (at, data) in marks {
+        f.write_all_at(data, *at).unwrap();
+    }
+    drop(f);
+    let tar = dir.join("sparse.tar");
+    let out = std::process::Command::new("tar")
+        .args(args)
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("big")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::read(&tar).unwrap()
+}
+
+/// The file holds `marks` at their offsets and zeros elsewhere (probed),
+/// and uses about as much disk as its data.
+fn assert_sparse_copy(path: &Path, size: u64, marks: &[(u64, &[u8])]) {
+    use std::os::unix::fs::FileExt;
+    let meta = fs::metadata(path).unwrap();
+    assert_eq!(meta.len(), size);
+    let used = meta.blocks() * 512;
+    assert!(used <= 1 << 20, "{used} bytes on disk for a sparse file");
+    let f = fs::File::open(path).unwrap();
+    for (at, data) in marks {
+        let mut back = vec![0u8; data.len()];
+        f.read_exact_at(&mut back, *at).unwrap();
+        assert_eq!(&back, data, "at {at}");
+    }
+    for probe in [1u64, 4096, size / 2, size - 4097] {
+        if marks
+            .iter()
+            .any(|(at, d)| probe >= *at && probe < at + d.len() as u64)
+        {
+            continue;
+        }
+        let mut b = [9u8; 1];
+        f.read_exact_at(&mut b, probe).unwrap();
+        assert_eq!(b, [0], "at {probe}");
+    }
+}
+
+#[test]
+fn gnu_and_pax_sparse_files_keep_their_holes() {
+    // 5 GiB with a few bytes of data: a tar of a few KiB must not write 5 GiB.
+    let size = 5u64 << 30;
+    let marks: [(u64, &[u8]); 3] = [
+        (0, b"head"),
+        (3 << 30, b"middle of the file"),
+        (size - 4, b"tail"),
+    ];
+    for args in [
+        &["--sparse", "--format=gnu"][..],
+        &["--sparse", "--format=pax", "--sparse-version=0.0"][..],
+        &["--sparse", "--format=pax", "--sparse-version=0.1"][..],
+        &["--sparse", "--format=pax", "--sparse-version=1.0"][..],
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let tar = sparse_tar(tmp.path(), size, &marks, args);
+        assert!(
+            tar.len() < 2 << 20,
+            "{args:?}: the tar is {} bytes",
+            tar.len()
+        );
+        for mode in [Whiteouts::Overlay, Whiteouts::Apply] {
+            let jail = Jail::new();
+            let report = jail.unpack(&tar, mode).unwrap();
+            assert_eq!(report.files, 1, "{args:?}");
+            assert_eq!(report.bytes, size, "{args:?}");
+            // PAX sparse members carry a placeholder name (GNUSparseFile.N/big).
+            let names: Vec<_> = fs::read_dir(&jail.dest)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["big"], "{args:?}");
+            assert_sparse_copy(&jail.dest.join("big"), size, &marks);
+            jail.assert_contained();
+        }
+    }
+}
+
+#[test]
+fn broken_pax_sparse_maps_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks: [(u64, &[u8]); 1] = [(8192, b"data")];
+    let good = sparse_tar(
+        tmp.path(),
+        1 << 20,
+        &marks,
+        &["--sparse", "--format=pax", "--sparse-version=0.1"],
+    );
+    let text = String::from_utf8_lossy(&good).into_owned();
+    assert!(text.contains("GNU.sparse.map"), "GNU tar wrote no 0.1 map");
+    // Overlapping/out-of-range segments, each keeping the record's length
+    // (so the PAX header stays well-formed).
+    let start = text.find("GNU.sparse.map=").unwrap() + "GNU.sparse.map=".len();
+    let end = start + text[start..].find('\n').unwrap();
+    let orig = &good[start..end];
+    for evil in ["9999999999999,1", "0,99999999999"] {
+        let mut bad = good.clone();
+        let mut v = evil.as_bytes().to_vec();
+        if v.len() > orig.len() {
+            continue;
+        }
+        v.resize(orig.len(), b'0');
+        bad[start..end].copy_from_slice(&v);
+        let jail = Jail::new();
+        let e = jail.unpack(&bad, Whiteouts::Overlay).unwrap_err();
+        assert!(matches!(e, LayerError::Tar(_)), "{evil}: {e}");
+        jail.assert_contained();
+    }
+}

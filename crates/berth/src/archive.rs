@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_copy::{
-    ArchiveKind, ArchiveReader, ArchiveWriter, Endpoint, Location, Options, Platform,
+    ArchiveKind, ArchiveLimits, ArchiveReader, ArchiveWriter, Endpoint, Location, Options, Platform,
 };
 use berth_oci::ImageRef;
 use clap::Args;
@@ -41,6 +41,9 @@ pub struct LoadArgs {
     /// No progress on stderr and no `Loaded image:` lines on stdout
     #[arg(short, long)]
     quiet: bool,
+    /// Most the archive may expand to when extracted, e.g. 100G (0 = no limit) [default: $BERTH_MAX_ARCHIVE_BYTES, else 64GiB]
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
 }
 
 fn options(root: Option<PathBuf>, platform: &str, insecure: bool) -> Result<Options> {
@@ -50,6 +53,7 @@ fn options(root: Option<PathBuf>, platform: &str, insecure: bool) -> Result<Opti
         jobs: 4,
         insecure,
         root: root.unwrap_or_else(berth_store::default_root),
+        archive: ArchiveLimits::from_env(),
     })
 }
 
@@ -94,8 +98,10 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<()> {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write an archive to a terminal; use -o FILE or redirect");
             }
-            scratch = tempfile::tempdir().context("creating a temporary directory")?;
-            scratch.path().join("image.tar")
+            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let registered = berth_copy::staging::Registered::new(dir.path());
+            scratch = (dir, registered);
+            scratch.0.path().join("image.tar")
         }
     };
     let sources = args
@@ -140,23 +146,27 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<()> {
 }
 
 pub fn load(root: Option<PathBuf>, args: LoadArgs) -> Result<()> {
-    let opts = options(root, "linux/amd64", false)?;
-    let scratch;
-    let path: &Path = match &args.input {
-        Some(p) => p,
+    let mut opts = options(root, "linux/amd64", false)?;
+    if let Some(m) = &args.max_size {
+        opts.archive.max_bytes = berth_client::settings::parse_size(m)
+            .map_err(|e| crate::exit::usage(format!("--max-size: {e}")))?;
+    }
+    // Extracted as it is read (from standard input too), into a private
+    // staging directory of the root: nothing goes to $TMPDIR.
+    let stdin_name = PathBuf::from("standard input");
+    let (path, reader): (&Path, _) = match &args.input {
+        Some(p) => (p, ArchiveReader::open_any(p, &opts.root, &opts.archive)),
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("no archive on standard input; use -i FILE or redirect");
             }
-            let mut tmp = tempfile::NamedTempFile::new().context("creating a temporary file")?;
-            std::io::copy(&mut std::io::stdin().lock(), tmp.as_file_mut())
-                .context("reading the archive from standard input")?;
-            scratch = tmp;
-            scratch.path()
+            let input = Box::new(std::io::stdin());
+            let r = ArchiveReader::read_any(input, &stdin_name, &opts.root, &opts.archive);
+            (&stdin_name, r)
         }
     };
     let what = || format!("loading {}", path.display());
-    let reader = ArchiveReader::open_any(path).with_context(what)?;
+    let reader = reader.with_context(what)?;
     let images = reader.images().with_context(what)?;
     let rt = runtime()?;
     let reporter = Reporter::new(Mode::pick(args.quiet, Format::Text));

@@ -619,7 +619,7 @@ async fn download(
     reporter: &Reporter,
 ) -> Result<()> {
     let blob = client
-        .get_blob(&image.repository, &layer.digest, 0)
+        .get_blob(&image.repository, &layer.digest, Some(layer.size), 0)
         .await
         .with_context(|| format!("{}: cannot read blob {}", image.familiar(), layer.digest))?;
     let mut file = tokio::fs::File::create(path)

@@ -383,6 +383,7 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         jobs: 4,
         insecure: args.insecure,
         root: root.clone(),
+        archive: berth_copy::ArchiveLimits::from_env(),
     };
     let mut names_done = Vec::new();
     rt.block_on(async {

@@ -106,6 +106,7 @@ fn transfer(
         jobs: flags.jobs.into(),
         insecure: flags.insecure,
         root: root.unwrap_or_else(berth_store::default_root),
+        archive: berth_copy::ArchiveLimits::from_env(),
     };
     let reporter = Reporter::new(Mode::pick(flags.quiet, flags.format));
     let rt = tokio::runtime::Builder::new_multi_thread()

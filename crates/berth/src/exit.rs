@@ -11,6 +11,7 @@
 //! | 5 | verification: content does not match its digest or size |
 //! | 6 | network: the registry cannot be reached |
 //! | 7 | the local store is locked by another berth process |
+//! | 130, 143, 129 | interrupted by SIGINT, SIGTERM, SIGHUP (see `interrupt.rs`) |
 
 use std::fmt;
 
@@ -26,6 +27,8 @@ pub enum Failure {
     Verification,
     Network,
     Locked,
+    /// Stopped by this signal (see `interrupt.rs`).
+    Interrupted(i32),
 }
 
 impl Failure {
@@ -39,6 +42,7 @@ impl Failure {
             Failure::Verification => 5,
             Failure::Network => 6,
             Failure::Locked => 7,
+            Failure::Interrupted(sig) => (128 + sig).clamp(0, 255) as u8,
         }
     }
 
@@ -52,6 +56,7 @@ impl Failure {
             Failure::Verification => "VERIFICATION_FAILED",
             Failure::Network => "UNREACHABLE",
             Failure::Locked => "LOCKED",
+            Failure::Interrupted(_) => "INTERRUPTED",
         }
     }
 }
@@ -66,7 +71,8 @@ Exit codes:
   4  authentication or authorization refused (run `berth login`)
   5  verification failed (content does not match its digest or size)
   6  registry unreachable (network, TLS, or needs --insecure)
-  7  local store locked by another berth process";
+  7  local store locked by another berth process
+  130, 143, 129  interrupted by SIGINT, SIGTERM, SIGHUP (temporary files removed)";
 
 /// An error the CLI raises itself with a known class, where no library
 /// error carries it (e.g. a HEAD that found nothing).
@@ -111,8 +117,12 @@ pub fn not_found(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// The first cause in `err`'s chain that berth knows how to classify
-/// decides; contexts added on the way up do not change the class.
+/// decides; contexts added on the way up do not change the class. After a
+/// SIGINT/SIGTERM the signal is the reason, whatever the error says.
 pub fn classify(err: &anyhow::Error) -> Failure {
+    if let Some(sig) = crate::interrupt::received() {
+        return Failure::Interrupted(sig);
+    }
     err.chain().find_map(classify_one).unwrap_or(Failure::Other)
 }
 
@@ -146,6 +156,10 @@ fn copy_error(e: &berth_copy::Error) -> Option<Failure> {
         E::Store(s) => store_error(s),
         E::Layout(l) => layout_error(l),
         E::NotFound(_) => Some(Failure::NotFound),
+        E::SizeMismatch(_) => Some(Failure::Verification),
+        // Past a limit (layers, nesting, archive size): the input's fault,
+        // not the command line's; a plain failure, as skopeo reports it.
+        E::Limit(_) => Some(Failure::Other),
         _ => None,
     }
 }
@@ -155,8 +169,8 @@ fn client_error(e: &berth_client::Error) -> Option<Failure> {
     Some(match e {
         E::Unauthorized { .. } | E::Denied { .. } | E::Credentials(_) => Failure::Auth,
         E::NotFound { .. } => Failure::NotFound,
-        E::DigestMismatch { .. } => Failure::Verification,
-        E::Transport { .. } => Failure::Network,
+        E::DigestMismatch { .. } | E::SizeMismatch { .. } => Failure::Verification,
+        E::Transport { .. } | E::Timeout { .. } => Failure::Network,
         // The registry checked an upload and refused it (distribution
         // spec codes in the error body).
         E::Status { status, detail, .. }
@@ -280,6 +294,32 @@ mod tests {
         );
         assert_eq!(classify(&status(400, "NAME_INVALID bad")), Failure::Other);
         assert_eq!(classify(&status(500, "oops")), Failure::Other);
+    }
+
+    #[test]
+    fn sizes_timeouts_and_limits() {
+        let size =
+            anyhow::Error::from(berth_copy::Error::from(berth_client::Error::SizeMismatch {
+                registry: "r".into(),
+                repository: Some("a".into()),
+                what: "blob x".into(),
+                detail: "more than declared".into(),
+            }));
+        assert_eq!(classify(&size), Failure::Verification);
+        let e = anyhow::Error::from(berth_copy::Error::SizeMismatch("x".into()));
+        assert_eq!(classify(&e), Failure::Verification);
+        let t = anyhow::Error::from(berth_client::Error::Timeout {
+            registry: "r".into(),
+            repository: None,
+            what: "GET /v2/".into(),
+            detail: "no data for 1s".into(),
+            setting: "BERTH_IDLE_TIMEOUT",
+        })
+        .context("copying");
+        assert_eq!(classify(&t), Failure::Network);
+        assert!(format!("{t:#}").contains("BERTH_IDLE_TIMEOUT"));
+        let e = anyhow::Error::from(berth_copy::Error::Limit("too many layers".into()));
+        assert_eq!(classify(&e), Failure::Other);
     }
 
     #[test]

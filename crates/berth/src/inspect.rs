@@ -259,9 +259,14 @@ async fn resolve_image(
     Ok((top, child, child_parsed))
 }
 
-async fn get_blob(client: &RegistryClient, image: &ImageRef, digest: &Digest) -> Result<Vec<u8>> {
+async fn get_blob(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    size: u64,
+) -> Result<Vec<u8>> {
     let blob = client
-        .get_blob(&image.repository, digest, 0)
+        .get_blob(&image.repository, digest, Some(size), 0)
         .await
         .with_context(|| format!("{}: cannot read blob {digest}", image.familiar()))?;
     let mut out = Vec::new();
@@ -280,7 +285,7 @@ async fn get_config(
     let Some(desc) = &manifest.config else {
         bail!("{}: the manifest has no config", image.familiar());
     };
-    let bytes = get_blob(client, image, &desc.digest).await?;
+    let bytes = get_blob(client, image, &desc.digest, desc.size).await?;
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((bytes, value))
 }

@@ -605,8 +605,13 @@ fn write_layer(blobs: &berth_store::BlobStore, source: Box<dyn Read + Send>) -> 
     let result = (|| -> Result<()> {
         let mut entries = 0usize;
         {
-            let mut archive = tar::Archive::new(&mut tee);
-            for entry in archive.entries().context("reading the tarball")? {
+            // PAX records and long names are held in memory by the tar
+            // reader: bounded.
+            let (input, budget) =
+                berth_layer::headers::budgeted(&mut tee, berth_layer::headers::MAX_HEADER_BYTES);
+            let mut archive = tar::Archive::new(input);
+            for entry in budget.entries(archive.entries().context("reading the tarball")?) {
+                berth_copy::staging::check()?;
                 let mut entry = entry.context("the tarball is truncated or corrupt")?;
                 // Reading the data drives it through the tee; the tar
                 // reader also checks each header's checksum.
@@ -645,35 +650,83 @@ fn write_layer(blobs: &berth_store::BlobStore, source: Box<dyn Read + Send>) -> 
     }
 }
 
-/// Opens the import source: `-`, an http(s) URL (downloaded to a temporary
-/// file first), or a file.
-async fn open_source(source: &str) -> Result<Box<dyn Read + Send>> {
+/// Where a URL download's failure is kept, so the import reports it (a
+/// timeout is exit code 6) rather than the tar reader's "truncated".
+type DownloadFailure = std::sync::Arc<std::sync::Mutex<Option<berth_client::Error>>>;
+
+/// A response body as a `Read` for the blocking tar reader, fed by a task
+/// through a bounded channel (a few chunks in memory, nothing on disk).
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+    failure: DownloadFailure,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => {
+                    if let Some(e) = self.failure.lock().unwrap().as_ref() {
+                        return Err(std::io::Error::other(e.to_string()));
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.split_off(n);
+        Ok(n)
+    }
+}
+
+/// Opens the import source: `-`, an http(s) URL (streamed, within
+/// `BERTH_MAX_DOWNLOAD_BYTES` and the idle timeout), or a file.
+async fn open_source(source: &str) -> Result<(Box<dyn Read + Send>, Option<DownloadFailure>)> {
     if source == "-" {
-        return Ok(Box::new(std::io::stdin()));
+        return Ok((Box::new(std::io::stdin()), None));
     }
     if source.starts_with("http://") || source.starts_with("https://") {
         use futures_util::StreamExt;
-        let resp = reqwest::get(source)
-            .await
-            .with_context(|| format!("downloading {source}"))?;
-        if !resp.status().is_success() {
-            bail!(
-                "downloading {source}: the server answered {}",
-                resp.status()
-            );
-        }
-        let mut file = tempfile::tempfile().context("creating a temporary file")?;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("downloading {source}"))?;
-            file.write_all(&chunk).context("writing a temporary file")?;
-        }
-        use std::io::Seek;
-        file.rewind()?;
-        return Ok(Box::new(file));
+        let shown = berth_build::remote_source::redact(source);
+        let fetched = berth_client::fetch::fetch(
+            source,
+            &shown,
+            concat!("berth/", env!("CARGO_PKG_VERSION")),
+            berth_client::Timeouts::from_env(),
+            berth_client::fetch::max_download_bytes(),
+        )
+        .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let failure = DownloadFailure::default();
+        let slot = failure.clone();
+        let mut body = fetched.body;
+        tokio::spawn(async move {
+            while let Some(item) = body.next().await {
+                match item {
+                    Ok(chunk) => {
+                        if tx.send(chunk).await.is_err() {
+                            return; // the reader stopped (it failed)
+                        }
+                    }
+                    Err(e) => {
+                        *slot.lock().unwrap() = Some(e);
+                        return;
+                    }
+                }
+            }
+        });
+        let reader = BodyReader {
+            rx,
+            current: Bytes::new(),
+            failure: failure.clone(),
+        };
+        return Ok((Box::new(reader), Some(failure)));
     }
     let f = std::fs::File::open(source).with_context(|| format!("cannot open {source}"))?;
-    Ok(Box::new(f))
+    Ok((Box::new(f), None))
 }
 
 pub fn import(root: Option<PathBuf>, args: ImportArgs) -> Result<()> {
@@ -698,12 +751,17 @@ pub fn import(root: Option<PathBuf>, args: ImportArgs) -> Result<()> {
     let local = open(root)?;
     let rt = runtime()?;
     let digest = rt.block_on(async {
-        let source = open_source(&args.source).await?;
+        let (source, failure) = open_source(&args.source).await?;
         let blobs = local.blobs().clone();
         let layer = tokio::task::spawn_blocking(move || write_layer(&blobs, source))
             .await
-            .context("the import task failed")?
-            .with_context(|| format!("importing {}", args.source))?;
+            .context("the import task failed")?;
+        // A failed download is the reason, whatever the tar reader saw.
+        let layer = match (layer, failure.and_then(|f| f.lock().unwrap().take())) {
+            (Err(_), Some(e)) => Err(anyhow!(e)),
+            (r, _) => r,
+        }
+        .with_context(|| format!("importing {}", args.source))?;
 
         let image = ImageConfig {
             created: Some(created.clone()),

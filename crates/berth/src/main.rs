@@ -10,6 +10,7 @@ mod exit;
 mod fs_output;
 mod images;
 mod inspect;
+mod interrupt;
 mod local;
 mod login;
 mod manifest;
@@ -130,6 +131,18 @@ fn main() -> ExitCode {
         } else {
             cli.log_level.as_deref().unwrap_or(default)
         });
+    }
+    // Commands that stage data clean it up on SIGINT/SIGTERM/SIGHUP.
+    if matches!(
+        cli.command,
+        Command::Copy(_)
+            | Command::Pull(_)
+            | Command::Push(_)
+            | Command::Save(_)
+            | Command::Load(_)
+            | Command::Import(_)
+    ) {
+        interrupt::install();
     }
     let result = match cli.command {
         Command::Build(args) => build_command(cli.root, *args),

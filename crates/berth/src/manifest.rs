@@ -699,9 +699,13 @@ async fn read_blob(
     client: &RegistryClient,
     repository: &str,
     digest: &Digest,
+    size: u64,
     limit: usize,
 ) -> Result<Vec<u8>> {
-    let blob = client.get_blob(repository, digest, 0).await?;
+    if size > limit as u64 {
+        bail!("blob {digest} is {size} bytes, more than the {limit} read here");
+    }
+    let blob = client.get_blob(repository, digest, Some(size), 0).await?;
     let mut out = Vec::new();
     let mut stream = blob.stream;
     while let Some(chunk) = stream.next().await {
@@ -722,9 +726,15 @@ async fn config_platform(
     let Some(config) = &parsed.config else {
         bail!("{image}: the manifest has no config");
     };
-    let bytes = read_blob(client, &image.repository, &config.digest, MAX_CONFIG_BYTES)
-        .await
-        .with_context(|| format!("{image}: cannot read the image config {}", config.digest))?;
+    let bytes = read_blob(
+        client,
+        &image.repository,
+        &config.digest,
+        config.size,
+        MAX_CONFIG_BYTES,
+    )
+    .await
+    .with_context(|| format!("{image}: cannot read the image config {}", config.digest))?;
     // An artifact's config need not be JSON: its platform stays empty and
     // can be set with `annotate`.
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -791,7 +801,7 @@ async fn ensure_child(client: &RegistryClient, repository: &str, entry: &Entry) 
                 continue;
             }
             let source = client
-                .get_blob(from, &blob.digest, 0)
+                .get_blob(from, &blob.digest, Some(blob.size), 0)
                 .await
                 .with_context(|| {
                     format!("{}: cannot read blob {}", entry.reference, blob.digest)

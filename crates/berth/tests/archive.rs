@@ -2,6 +2,7 @@
 //! a private dockerd (`docker load`/`docker save`), `podman load`, skopeo's
 //! oci-archive; and archives that must be refused.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -516,4 +517,491 @@ fn legacy_archives_load_and_bad_archives_are_refused() {
     ));
     assert!(err.contains("missing"), "{err}");
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+}
+
+/// A docker-archive whose one layer (`abc/layer.tar`) is `layer_size`
+/// bytes read from `layer`, plus `extra` files of `extra_size` bytes
+/// (zeros), piped through `gzip -1` into `path` when `gzip` is set.
+fn big_archive(
+    path: &Path,
+    layer: &mut dyn std::io::Read,
+    layer_size: u64,
+    extra: usize,
+    extra_size: u64,
+    gzip: bool,
+) {
+    use std::io::Write;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_name = format!("{}.json", berth_oci::Digest::sha256_of(config).hex());
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["bomb/img:1"],
+        "Layers": ["abc/layer.tar"],
+    }]))
+    .unwrap();
+    let out = std::fs::File::create(path).unwrap();
+    let mut gz = None;
+    let sink: Box<dyn Write> = if gzip {
+        let mut child = Command::new("gzip")
+            .arg("-1")
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        gz = Some(child);
+        Box::new(stdin)
+    } else {
+        Box::new(out)
+    };
+    let mut b = tar::Builder::new(sink);
+    let add = |b: &mut tar::Builder<Box<dyn Write>>,
+               name: &str,
+               size: u64,
+               data: &mut dyn std::io::Read| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(&mut b, &config_name, config.len() as u64, &mut &config[..]);
+    add(
+        &mut b,
+        "manifest.json",
+        manifest.len() as u64,
+        &mut &manifest[..],
+    );
+    for i in 0..extra {
+        add(
+            &mut b,
+            &format!("extra/{i}"),
+            extra_size,
+            &mut std::io::repeat(0).take(extra_size),
+        );
+    }
+    add(&mut b, "abc/layer.tar", layer_size, layer);
+    // Finished and flushed, then dropped: gzip sees the end of its input.
+    b.into_inner().unwrap().flush().unwrap();
+    if let Some(mut c) = gz {
+        assert!(c.wait().unwrap().success());
+    }
+}
+
+/// Every file under `dir`.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_in(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Disk blocks used under `dir`, in bytes.
+fn disk_use(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    files_in(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// `berth load -i archive` (or from stdin) with its own root and TMPDIR.
+fn load_cmd(home: &Path, archive: Option<&Path>, extra: &[&str]) -> Command {
+    std::fs::create_dir_all(home.join("tmp")).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("load");
+    if let Some(a) = archive {
+        c.arg("-i").arg(a);
+    }
+    c.args(extra)
+        .env("DOCKER_CONFIG", home.join("docker-config"))
+        .env("BERTH_ROOT", home.join("root"))
+        .env("TMPDIR", home.join("tmp"));
+    c
+}
+
+/// After a failed or interrupted load: no staging directory, nothing in
+/// $TMPDIR, no blob, no image.
+fn assert_nothing_left(home: &Path) {
+    assert_eq!(files_in(&home.join("root/ingest")), Vec::<PathBuf>::new());
+    let staged: Vec<_> = std::fs::read_dir(home.join("root/ingest/archives"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        staged,
+        Vec::<PathBuf>::new(),
+        "a staging directory was left"
+    );
+    assert_eq!(
+        files_in(&home.join("tmp")),
+        Vec::<PathBuf>::new(),
+        "$TMPDIR was used"
+    );
+    assert_eq!(store_blobs(home), 0);
+}
+
+#[test]
+fn archive_bombs_are_bounded_by_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // 1 GiB of zeros in a ~1 MiB gzip: refused from its header, nothing written.
+    let bomb = t.join("bomb.tar.gz");
+    big_archive(
+        &bomb,
+        &mut std::io::repeat(0).take(1 << 30),
+        1 << 30,
+        0,
+        0,
+        true,
+    );
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 8 << 20);
+    let home = t.join("h1");
+    let started = Instant::now();
+    let out = load_cmd(&home, Some(&bomb), &["--max-size", "16M"])
+        .output()
+        .unwrap();
+    let err = failed(out);
+    assert!(
+        err.contains("more than 16.0 MiB")
+            && err.contains("--max-size")
+            && err.contains("BERTH_MAX_ARCHIVE_BYTES"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_nothing_left(&home);
+
+    // Many files of 1 MiB: stopped once they pass the limit, disk use
+    // bounded by it; the same limit from the environment, and for copy.
+    let many = t.join("many.tar.gz");
+    big_archive(&many, &mut &b"layer"[..], 5, 200, 1 << 20, true);
+    let home = t.join("h2");
+    let watch = home.join("root");
+    let mut child = load_cmd(&home, Some(&many), &[])
+        .env("BERTH_MAX_ARCHIVE_BYTES", "16M")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(disk_use(&watch));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = failed(out);
+    assert!(err.contains("more than 16.0 MiB"), "{err}");
+    assert!(peak <= 24 << 20, "{peak} bytes on disk while loading");
+    assert_nothing_left(&home);
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["copy", &format!("docker-archive:{}", many.display())])
+        .arg(format!("oci:{}:1", t.join("layout").display()))
+        .env("BERTH_ROOT", home.join("root"))
+        .env("BERTH_MAX_ARCHIVE_BYTES", "16M")
+        .env("TMPDIR", home.join("tmp"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BERTH_MAX_ARCHIVE_BYTES"));
+    assert_nothing_left(&home);
+
+    // A sparse member counts at its full size (it is stored in full).
+    let src = t.join("sparse-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("manifest.json")).unwrap();
+    f.set_len(5 << 30).unwrap();
+    let sparse = t.join("sparse.tar");
+    run(Command::new("tar")
+        .args(["--sparse", "--format=pax", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&sparse)
+        .arg("manifest.json"));
+    assert!(std::fs::metadata(&sparse).unwrap().len() < 1 << 20);
+    let home = t.join("h3");
+    let err = failed(
+        load_cmd(&home, Some(&sparse), &["--max-size", "1G"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("more than 1.0 GiB"), "{err}");
+    assert_nothing_left(&home);
+
+    // Under the limit, the same archive shape loads.
+    let small = t.join("small.tar.gz");
+    big_archive(&small, &mut &b"layer"[..], 5, 3, 1 << 20, true);
+    let home = t.join("h4");
+    let out = ok(load_cmd(&home, Some(&small), &["--max-size", "16M"])
+        .output()
+        .unwrap());
+    assert_eq!(out.trim(), "Loaded image: bomb/img:1");
+    assert!(files_in(&home.join("root/ingest/archives")).is_empty());
+    assert!(files_in(&home.join("tmp")).is_empty());
+}
+
+#[test]
+fn signals_during_a_load_leave_nothing_behind() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    for (signal, code, stall) in [
+        ("INT", 130, false),
+        ("TERM", 143, false),
+        ("TERM", 143, true),
+        ("INT", 130, true),
+    ] {
+        let home = t.join(format!("{signal}-{stall}"));
+        // From standard input: a tar whose one file keeps arriving (or
+        // stops arriving: the command is stuck in a read).
+        let mut child = load_cmd(&home, None, &["--max-size", "0"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("blobs/sha256/big").unwrap();
+        h.set_size(64 << 30);
+        h.set_mode(0o644);
+        h.set_cksum();
+        stdin.write_all(h.as_bytes()).unwrap();
+        let chunk = vec![1u8; 1 << 20];
+        let deadline = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < deadline {
+            stdin.write_all(&chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let staged = home.join("root/ingest/archives");
+        assert_eq!(
+            std::fs::read_dir(&staged).unwrap().count(),
+            1,
+            "the archive is being staged in the root"
+        );
+        let writer = (!stall).then(|| {
+            std::thread::spawn(move || {
+                // Keep feeding until the pipe breaks.
+                while stdin.write_all(&chunk).is_ok() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        });
+        let started = Instant::now();
+        run(Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string()));
+        let out = child.wait_with_output().unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{signal} stall={stall}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(6),
+            "{signal}: exited after {took:?}"
+        );
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
+        assert_nothing_left(&home);
+    }
+}
+
+#[test]
+fn multi_member_gzip_archives_and_layers_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let plain = t.join("legacy.tar");
+    let config = legacy_archive(&plain, &|_| {});
+    // The archive compressed as two gzip members (as pigz or `cat a.gz
+    // b.gz` make), split in the middle of an entry.
+    let bytes = std::fs::read(&plain).unwrap();
+    let (a, b) = bytes.split_at(bytes.len() / 2 + 77);
+    let mut two = Vec::new();
+    for part in [a, b] {
+        let mut gz = Command::new("gzip")
+            .arg("-c")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        gz.stdin.take().unwrap().write_all(part).unwrap();
+        two.extend(gz.wait_with_output().unwrap().stdout);
+    }
+    let multi = t.join("multi.tar.gz");
+    std::fs::write(&multi, &two).unwrap();
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} | cmp - {}",
+            multi.display(),
+            plain.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(check.success(), "gzip -dc reads it");
+    let out = ok(berth(&["load", "-i", multi.to_str().unwrap()], t));
+    assert_eq!(out.trim(), "Loaded image: legacy/img:3");
+
+    // A layer that is itself a multi-member gzip: loaded byte-exact as a
+    // gzip layer.
+    let home = t.join("layers");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut layer_tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o644);
+    layer_tar
+        .append_data(&mut h, "hello", &b"hello\n"[..])
+        .unwrap();
+    let layer_tar = layer_tar.into_inner().unwrap();
+    let mut layer = Vec::new();
+    for part in layer_tar.chunks(700) {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, part).unwrap();
+        layer.extend(e.finish().unwrap());
+    }
+    let archive = home.join("gz-layer.tar");
+    big_archive(&archive, &mut &layer[..], layer.len() as u64, 0, 0, false);
+    let out = ok(load_cmd(&home, Some(&archive), &[]).output().unwrap());
+    assert_eq!(out.trim(), "Loaded image: bomb/img:1");
+    let layout = home.join("out");
+    ok(berth(
+        &[
+            "--root",
+            home.join("root").to_str().unwrap(),
+            "copy",
+            "local:bomb/img:1",
+            &format!("oci:{}:1", layout.display()),
+        ],
+        &home,
+    ));
+    let d = berth_oci::Digest::sha256_of(&layer);
+    assert_eq!(
+        std::fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap(),
+        layer
+    );
+    let _ = config;
+}
+
+#[test]
+fn an_archive_of_200000_layers_is_refused_quickly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let layers: Vec<&str> = vec!["l"; 200_000];
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": "c.json", "RepoTags": ["many/img:1"], "Layers": layers,
+    }]))
+    .unwrap();
+    let path = t.join("many.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    for (name, data) in [
+        ("c.json", &br#"{"os":"linux"}"#[..]),
+        ("l", b"x"),
+        ("manifest.json", &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    let home = t.join("h");
+    let started = Instant::now();
+    let err = failed(load_cmd(&home, Some(&path), &[]).output().unwrap());
+    assert!(
+        err.contains("200000 layers") && err.contains("at most 4096"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_nothing_left(&home);
+}
+
+/// Runs `cmd` and returns its output and peak resident memory in bytes
+/// (`wait4`'s, for this child alone).
+#[allow(clippy::zombie_processes)] // reaped by the wait4 below
+fn output_and_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.unwrap();
+    let mut stderr = child.stderr.unwrap();
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        stderr.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut out = Vec::new();
+    stdout.read_to_end(&mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: plain syscall; rusage is plain data it fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    let output = Output {
+        status,
+        stdout: out,
+        stderr: err.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+/// The tar crate holds PAX records in memory whole: a gzip of about a MB
+/// whose first member is a PAX header announcing 512 MiB of records must
+/// be refused without allocating them.
+#[test]
+fn a_pax_header_bomb_is_refused_without_allocating_it() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let records: u64 = 512 << 20;
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders.0/manifest.json").unwrap();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(records);
+    h.set_mode(0o644);
+    h.set_cksum();
+    // One gzip member for the header, then the same member of 1 MiB of
+    // record text again and again: a multi-member gzip, as valid as any.
+    let mut bomb = gz(h.as_bytes());
+    let mib = gz(&vec![b'a'; 1 << 20]);
+    for _ in 0..(records >> 20) {
+        bomb.extend_from_slice(&mib);
+    }
+    assert!(bomb.len() < 4 << 20, "{} bytes", bomb.len());
+    let path = t.join("pax-bomb.tar.gz");
+    std::fs::write(&path, &bomb).unwrap();
+    let home = t.join("h");
+    let started = Instant::now();
+    let (out, rss) = output_and_peak_rss(&mut load_cmd(&home, Some(&path), &[]));
+    let err = failed(out);
+    assert!(
+        err.contains("headers (PAX records, long names)") && err.contains("16 MiB"),
+        "{err}"
+    );
+    assert!(rss < 200 << 20, "berth load used {} MiB", rss >> 20);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_nothing_left(&home);
 }

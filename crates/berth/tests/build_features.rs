@@ -52,7 +52,12 @@ impl Env {
     }
 
     fn berth(&self, args: &[&str]) -> Output {
+        self.berth_env(args, &[])
+    }
+
+    fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.envs(env.iter().copied());
         cmd.arg("--root")
             .arg(&self.root)
             .args(args)
@@ -552,6 +557,80 @@ fn add_from_http_url_rootless() {
     if let Some(env) = Env::rootless() {
         add_url_scenario(&env);
     }
+}
+
+/// Every file under `dir` whose name starts with `prefix`.
+fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(files_named(&p, prefix));
+            } else if e.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// ADD of a URL from a hostile server (`common/evil.rs`): a body without
+/// end stops at `BERTH_MAX_DOWNLOAD_BYTES`, a Content-Length past it is
+/// refused before the body (pinned or not), a server that stops sending
+/// fails the step after `BERTH_IDLE_TIMEOUT`; no partial download is left
+/// and nothing is tagged.
+#[test]
+fn add_from_hostile_urls_is_bounded() {
+    let env = Env::new();
+    let evil = common::evil::Evil::start();
+    let base = format!("http://{}/files", evil.registry);
+    let limits = [
+        ("BERTH_MAX_DOWNLOAD_BYTES", "8M"),
+        ("BERTH_IDLE_TIMEOUT", "1"),
+    ];
+    let ctx = env.context("hostile-url", &[]);
+    let pin = format!("--checksum=sha256:{}", "0".repeat(64));
+    for (add, needle) in [
+        (
+            format!("ADD {base}/endless /x"),
+            "larger than 8.0 MiB (BERTH_MAX_DOWNLOAD_BYTES)",
+        ),
+        (
+            format!("ADD {pin} {base}/huge /x"),
+            "larger than 8.0 MiB (BERTH_MAX_DOWNLOAD_BYTES)",
+        ),
+        (format!("ADD {base}/hang /x"), "BERTH_IDLE_TIMEOUT"),
+    ] {
+        env.dockerfile(&ctx, &format!("FROM base:1\n{add}\n"));
+        let started = std::time::Instant::now();
+        let out = env.berth_env(
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "hostile:1",
+                ctx.to_str().unwrap(),
+            ],
+            &limits,
+        );
+        let took = started.elapsed();
+        let err = failed(out);
+        assert!(err.contains(needle), "{add}: {err}");
+        assert!(err.contains(&base), "{add}: names the URL: {err}");
+        assert!(took.as_secs() < 30, "{add}: {took:?}");
+        assert_eq!(
+            files_named(&env.root, ".download-"),
+            Vec::<PathBuf>::new(),
+            "{add}: a partial download was left"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = evil.sent("/files/endless") + evil.sent("/files/huge");
+    assert!(sent < 64 << 20, "the server wrote {sent} bytes");
+    let listing = String::from_utf8_lossy(&env.berth(&["images"]).stdout).into_owned();
+    assert!(!listing.contains("hostile"), "{listing}");
 }
 
 // --------------------------------------------------------------- ADD git

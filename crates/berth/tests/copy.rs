@@ -629,3 +629,214 @@ fn copy_to_and_from_distribution() {
         (200, fx.index.1.clone().into_bytes())
     );
 }
+
+/// Files under `dir` (recursively), for "nothing was stored" checks.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `berth pull` and `berth copy` (to a layout) from `registry/repo:1`
+/// with `env`: the exit code, stderr and how long it took; checks that
+/// nothing was stored.
+fn pull_fails(
+    registry: &str,
+    repo: &str,
+    env: &[(&str, &str)],
+    home: &Path,
+) -> Vec<(Option<i32>, String, std::time::Duration)> {
+    let mut results = Vec::new();
+    let root = home.join(format!("root-{}", repo.replace('/', "-")));
+    let layout = home.join(format!("layout-{}", repo.replace('/', "-")));
+    let src = format!("{registry}/{repo}:1");
+    let dst = format!("oci:{}:1", layout.display());
+    let runs: [Vec<&str>; 2] = [
+        vec!["--root", root.to_str().unwrap(), "pull", &src],
+        vec!["copy", &src, &dst],
+    ];
+    for args in runs {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(&args)
+            .env("DOCKER_CONFIG", home.join("docker"))
+            .env("XDG_DATA_HOME", home.join("xdg"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        results.push((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            started.elapsed(),
+        ));
+    }
+    // Nothing half-stored: no partial file left in ingest, no tag, and
+    // every blob in the store or the layout complete (the honest layer may
+    // have been copied beside the bad config; the config never is).
+    assert_eq!(files_under(&root.join("ingest")), Vec::<PathBuf>::new());
+    let images = berth(&["--root", root.to_str().unwrap(), "images", "-q"], home);
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "");
+    for blob in files_under(&root.join("blobs"))
+        .into_iter()
+        .chain(files_under(&layout.join("blobs")))
+    {
+        let name = blob.file_name().unwrap().to_str().unwrap().to_string();
+        let data = std::fs::read(&blob).unwrap();
+        assert_eq!(
+            Digest::sha256_of(&data).hex(),
+            name,
+            "{} is not what its name says",
+            blob.display()
+        );
+        assert_ne!(data.len(), 159, "the config was stored: {}", blob.display());
+    }
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
+    assert!(!index.contains("ref.name"), "no manifest named: {index}");
+    results
+}
+
+#[test]
+fn a_malicious_registry_is_stopped_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let evil = common::evil::Evil::start();
+    let fast = [("BERTH_IDLE_TIMEOUT", "2"), ("BERTH_REQUEST_TIMEOUT", "10")];
+
+    // An endless body for the 159-byte config: stopped at 160 bytes, exit 5.
+    for (code, err, took) in pull_fails(&evil.registry, "endless/app", &fast, home) {
+        assert_eq!(code, Some(5), "{err}");
+        assert!(
+            err.contains("more than the declared 159 bytes") && err.contains(&evil.registry),
+            "{err}"
+        );
+        assert!(took.as_secs() < 10, "{took:?}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = evil.sent("endless");
+    assert!(sent < 64 << 20, "read {sent} bytes of an endless body");
+
+    // A lying Content-Length: refused before the body, exit 5 (not 6).
+    for (code, err, _) in pull_fails(&evil.registry, "liar/app", &fast, home) {
+        assert_eq!(code, Some(5), "{err}");
+        assert!(err.contains("Content-Length 1073741824"), "{err}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = evil.sent("liar");
+    assert!(sent < 64 << 20, "read {sent} bytes of a lying body");
+
+    // A body that ends short: exit 5.
+    for (code, err, _) in pull_fails(&evil.registry, "short/app", &fast, home) {
+        assert_eq!(code, Some(5), "{err}");
+    }
+
+    // Stalls: mid-body (resumed once, since it made progress, then given
+    // up), before the headers, and a manifest that never comes: exit 6,
+    // naming the setting, within a few idle timeouts.
+    for repo in ["hang/app", "hangheaders/app", "slowmanifest/app"] {
+        for (code, err, took) in pull_fails(&evil.registry, repo, &fast, home) {
+            assert_eq!(code, Some(6), "{repo}: {err}");
+            assert!(
+                err.contains("BERTH_"),
+                "{repo}: the message names the setting: {err}"
+            );
+            assert!(took.as_secs() < 15, "{repo}: {took:?}");
+        }
+    }
+
+    // A manifest without end, fetched by tag: capped at 4 MiB (exit 1).
+    for (code, err, _) in pull_fails(&evil.registry, "hugemanifest/app", &fast, home) {
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("larger than 4.0 MiB"), "{err}");
+    }
+
+    // The honest repository of the same server works, with the same limits.
+    let root = home.join("good-root");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--root", root.to_str().unwrap(), "pull", "-q"])
+        .arg(format!("{}/good/app:1", evil.registry))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .envs(fast)
+        .output()
+        .unwrap();
+    ok(&out);
+}
+
+#[test]
+fn deep_indexes_and_huge_layer_lists_are_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let evil = common::evil::Evil::start();
+    for depth in ["300", "3000"] {
+        let layout = home.join(format!("deep-{depth}"));
+        let started = std::time::Instant::now();
+        let out = berth(
+            &[
+                "copy",
+                "--all",
+                &format!("{}/deep/x:{depth}", evil.registry),
+                &format!("oci:{}:1", layout.display()),
+            ],
+            home,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("at most 16 levels deep"), "{err}");
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        // It stopped at the limit: 16 levels fetched, not 300 or 3000.
+        assert!(files_under(&layout.join("blobs")).len() <= 1);
+    }
+    assert!(
+        evil.requests("deep/x/manifests/sha256") <= 2 * 20,
+        "followed the chain past the limit"
+    );
+    // 15 levels where each index names the next one twice (2^15 paths):
+    // within the limit, copied with each manifest fetched once.
+    let out = berth(
+        &[
+            "copy",
+            "--all",
+            &format!("{}/deep/y:diamond", evil.registry),
+            &format!("oci:{}:1", home.join("diamond").display()),
+        ],
+        home,
+    );
+    ok(&out);
+    let fetched = evil.requests("deep/y/manifests/sha256");
+    assert!(
+        fetched <= 16,
+        "{fetched} manifest requests for 16 manifests"
+    );
+
+    // Layers: 5,000 in a manifest (under 4 MiB) are past the layer limit;
+    // 200,000 are past the manifest size limit. Refused before any blob
+    // moves, in seconds.
+    for (n, why) in [
+        ("5000", "at most 4096 layers"),
+        ("200000", "larger than 4.0 MiB"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = berth(
+            &[
+                "copy",
+                &format!("{}/many/x:{n}", evil.registry),
+                &format!("oci:{}:1", home.join(format!("many-{n}")).display()),
+            ],
+            home,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{n}: {err}");
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    }
+    assert_eq!(evil.requests("many/x/blobs"), 0);
+}

@@ -586,3 +586,64 @@ fn two_commands_without_a_server_wait_for_the_lock() {
     assert_eq!(images_json(&root).len(), 4);
     fsck_clean(&root);
 }
+
+/// `berth import URL` from a hostile server (`common/evil.rs`): a body
+/// without end stops at `BERTH_MAX_DOWNLOAD_BYTES`, a Content-Length past
+/// it is refused before the body, a server that stops sending ends with the
+/// idle timeout (exit 6); none of them stores anything.
+#[test]
+fn imports_from_hostile_urls_are_bounded_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let evil = common::evil::Evil::start();
+    let url = |name: &str| format!("http://{}/files/{name}", evil.registry);
+    let limits = [
+        ("BERTH_MAX_DOWNLOAD_BYTES", "8M"),
+        ("BERTH_IDLE_TIMEOUT", "1"),
+    ];
+    ok(berth_env(
+        &root,
+        &["import", &url("ok.tar"), "fine:1"],
+        &limits,
+    ));
+    let before = blob_count(&root);
+
+    for (name, code, needle) in [
+        (
+            "endless",
+            1,
+            "larger than 8.0 MiB (BERTH_MAX_DOWNLOAD_BYTES)",
+        ),
+        ("huge", 1, "larger than 8.0 MiB (BERTH_MAX_DOWNLOAD_BYTES)"),
+        ("hang", 6, "no data for 1s"),
+    ] {
+        let started = Instant::now();
+        let out = berth_env(&root, &["import", &url(name), "bad:1"], &limits);
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(err.contains(&url(name)), "{name}: names the URL: {err}");
+        assert!(took < Duration::from_secs(10), "{name}: {took:?}");
+    }
+    assert!(failed(berth_env(
+        &root,
+        &["import", &url("hang"), "bad:1"],
+        &limits
+    ))
+    .contains("BERTH_IDLE_TIMEOUT"));
+    std::thread::sleep(Duration::from_millis(300));
+    // Stopped near the cap: what the server got out is the cap plus the
+    // socket buffers, not the 4 GiB the tar announces.
+    let sent = evil.sent("/files/endless");
+    assert!(sent < 64 << 20, "the server wrote {sent} bytes");
+    assert!(evil.sent("/files/huge") < 64 << 20);
+
+    let names: Vec<_> = images_json(&root)
+        .into_iter()
+        .map(|(r, t, _)| format!("{r}:{t}"))
+        .collect();
+    assert_eq!(names, ["library/fine:1"]);
+    assert_eq!(blob_count(&root), before, "no blob from a failed download");
+    fsck_clean(&root);
+}

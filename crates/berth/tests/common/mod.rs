@@ -2,6 +2,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod evil;
 pub mod layers;
 
 use std::net::TcpListener;
