@@ -869,6 +869,33 @@ impl RegistryClient {
         size: Option<u64>,
         offset: u64,
     ) -> Result<Blob> {
+        self.download_blob(repository, digest, size, offset, true)
+            .await
+    }
+
+    /// [`RegistryClient::get_blob`] without the digest check, for callers
+    /// whose destination hashes what it stores anyway (a copy into a store,
+    /// a layout or another registry): one sha256 pass instead of two. The
+    /// size is still enforced.
+    pub async fn get_blob_unverified(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        offset: u64,
+    ) -> Result<Blob> {
+        self.download_blob(repository, digest, size, offset, false)
+            .await
+    }
+
+    async fn download_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        offset: u64,
+        verify: bool,
+    ) -> Result<Blob> {
         if let Some(s) = size {
             if offset > s {
                 return Err(self.protocol(
@@ -930,7 +957,7 @@ impl RegistryClient {
         }
         let stream = Download {
             inner: Box::pin(resp.bytes_stream()),
-            hasher: (offset == 0).then(|| digest.algorithm().hasher()),
+            hasher: (verify && offset == 0).then(|| digest.algorithm().hasher()),
             expected: digest.clone(),
             skip,
             client: self.clone(),

@@ -49,7 +49,9 @@ pub trait Endpoint: Send + Sync {
     fn get_manifest<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Fetched>>;
     /// The size of a blob, if this endpoint has it.
     fn has_blob<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<Option<u64>>>;
-    /// A blob's content (the destination verifies it). `size` is what its
+    /// A blob's content, NOT verified against `digest`: whoever consumes
+    /// it verifies (every `write_blob` does; a reader into memory hashes
+    /// it). `size` is what its
     /// descriptor declares: a registry download stops at the first byte
     /// past it ([`berth_client::Error::SizeMismatch`]), and the copy checks
     /// every source the same way.
@@ -225,7 +227,7 @@ impl Endpoint for RegistryEndpoint {
         Box::pin(async move {
             let blob = self
                 .client
-                .get_blob(&self.repository, digest, Some(size), 0)
+                .get_blob_unverified(&self.repository, digest, Some(size), 0)
                 .await?;
             Ok(resuming(
                 self.client.clone(),
@@ -281,10 +283,10 @@ impl Endpoint for RegistryEndpoint {
 const RESUMES: u32 = 3;
 
 /// A download that resumes with `Range` where it broke off when the
-/// connection fails mid-body. The client verifies downloads from offset 0
-/// only, so after a resume the whole content is verified by the destination
-/// (berth-store and berth-layout hash what they write, registries what they
-/// receive). A stall (the idle timeout) is resumed only if data came since
+/// connection fails mid-body. The content is verified by the destination
+/// alone (berth-store and berth-layout hash what they write, registries what
+/// they receive; see [`Endpoint::read_blob`]), so it is hashed once, not
+/// twice, and a resumed download is verified whole all the same. A stall (the idle timeout) is resumed only if data came since
 /// the last connection: a registry that hangs again at once is given up on
 /// (as containers/image's body reader does), not waited for three times more.
 fn resuming(
@@ -322,7 +324,7 @@ fn resuming(
                 None => {
                     let blob = st
                         .client
-                        .get_blob(&st.repository, &st.digest, Some(st.size), st.offset)
+                        .get_blob_unverified(&st.repository, &st.digest, Some(st.size), st.offset)
                         .await?;
                     st.connected_at = st.offset;
                     st.inner.insert(blob.stream)
