@@ -192,7 +192,13 @@ fn kill_9_during_concurrent_pushes_leaves_a_consistent_root() {
             let tasks: Vec<_> = (0..CLIENTS)
                 .map(|i| tokio::spawn(pusher(base.clone(), i, round, acked.clone())))
                 .collect();
+            // Kill while pushes are in flight, but only after some were
+            // acknowledged (a loaded machine may take longer than usual).
             tokio::time::sleep(Duration::from_millis(1500)).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while acked.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             server.kill().unwrap(); // SIGKILL
             server.wait().unwrap();
             for t in tasks {
