@@ -37,6 +37,10 @@ pub struct RunSpec {
     /// no_new_privs, masked paths. Docker's defaults unless changed.
     #[serde(default)]
     pub security: Security,
+    /// Mount the root filesystem read-only (`docker run --read-only`);
+    /// `/proc`, `/dev`, `/sys` and the step's mounts keep their own flags.
+    #[serde(default)]
+    pub readonly_root: bool,
 }
 
 impl RunSpec {
@@ -58,6 +62,7 @@ impl RunSpec {
             network: Network::Host,
             mounts: Vec::new(),
             security: Security::default(),
+            readonly_root: false,
         }
     }
 }
