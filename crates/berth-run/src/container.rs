@@ -26,6 +26,26 @@ pub struct Bind {
     pub readonly: bool,
 }
 
+/// `-p [IP:][HOST:]CTR[/tcp]`; `host_port` 0 = any free port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortMap {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl PortMap {
+    /// Docker's `0.0.0.0:8080->80/tcp`.
+    pub fn show(&self) -> String {
+        let ip = if self.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host_ip
+        };
+        format!("{ip}:{}->{}/tcp", self.host_port, self.container_port)
+    }
+}
+
 /// Everything `create` decided; the supervisor runs exactly this.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
@@ -63,6 +83,9 @@ pub struct Container {
     /// The image's labels.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Published ports as asked for.
+    #[serde(default)]
+    pub ports: Vec<PortMap>,
 }
 
 impl Container {
@@ -110,6 +133,7 @@ impl Container {
         if st.status == Status::Running && !st.supervisor_alive() {
             st.status = Status::Exited;
             st.pid = 0;
+            st.ports.clear();
             if st.exit_code == 0 {
                 st.exit_code = 137;
             }
@@ -154,6 +178,9 @@ pub struct State {
     pub finished_ns: u64,
     pub exit_code: i32,
     pub error: String,
+    /// Published ports as bound (a free port picked for host port 0).
+    #[serde(default)]
+    pub ports: Vec<PortMap>,
 }
 
 impl State {

@@ -10,7 +10,7 @@ use berth_build::cache::LayerRef;
 use berth_build::snapshots::{Snapshots, Snapshotter};
 use berth_oci::{Digest, ImageConfig, ImageRef, ManifestKind, ParsedManifest, Reference};
 
-use crate::container::{Bind, Container, NetworkMode};
+use crate::container::{Bind, Container, NetworkMode, PortMap};
 use crate::{names, time, Error, Paths, Result};
 
 /// `docker create` / `docker run` flags this milestone knows.
@@ -35,6 +35,8 @@ pub struct CreateOptions {
     pub network: Option<String>,
     pub auto_remove: bool,
     pub stop_signal: Option<String>,
+    /// `-p [IP:][HOST:]CTR[/tcp]` (TCP only).
+    pub publish: Vec<String>,
 }
 
 /// A resolved image of the local store.
@@ -211,6 +213,40 @@ fn read_env_file(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// `-p [IP:][HOST:]CTR[/tcp]`; an empty or missing host port picks one.
+pub fn parse_port(p: &str) -> Result<PortMap> {
+    let bad = |why: &str| Error::Invalid(format!("invalid port specification {p:?}: {why}"));
+    let (spec, proto) = match p.rsplit_once('/') {
+        Some((s, proto)) => (s, proto),
+        None => (p, "tcp"),
+    };
+    if proto != "tcp" {
+        return Err(bad("only tcp ports can be published yet"));
+    }
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [i, h, c] => (*i, *h, *c),
+        _ => return Err(bad("use [IP:][HOST:]CONTAINER[/tcp]")),
+    };
+    let port = |s: &str| s.parse::<u16>().ok().filter(|&n| n > 0);
+    let container_port = port(ctr).ok_or_else(|| bad("the container port must be 1-65535"))?;
+    let host_port = if host.is_empty() {
+        0
+    } else {
+        port(host).ok_or_else(|| bad("the host port must be 1-65535"))?
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad("the host address must be an IP address"));
+    }
+    Ok(PortMap {
+        host_ip: ip.to_string(),
+        host_port,
+        container_port,
+    })
+}
+
 fn parse_volume(v: &str) -> Result<Bind> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
@@ -287,6 +323,11 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
+    let ports = opts
+        .publish
+        .iter()
+        .map(|p| parse_port(p))
+        .collect::<Result<Vec<_>>>()?;
     let stop_signal_given = opts
         .stop_signal
         .as_deref()
@@ -318,6 +359,14 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
         }
     };
 
+    if network == NetworkMode::Host && !ports.is_empty() {
+        warnings.push("published ports are discarded when using host network mode".into());
+    }
+    let ports = if network == NetworkMode::Host {
+        Vec::new()
+    } else {
+        ports
+    };
     let (image, local) = resolve_image(&paths.root, &opts.image)?;
     let cfg = &image.config.config;
     let entrypoint: Vec<String> = match &opts.entrypoint {
@@ -465,6 +514,7 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
         auto_remove: opts.auto_remove,
         stop_signal,
         labels: cfg.labels.clone().unwrap_or_default(),
+        ports,
     };
     if let Err(e) = lay_out(paths, &container) {
         let _ = fs::remove_dir_all(paths.dir(&id));

@@ -27,6 +27,7 @@ pub mod container;
 pub mod cp;
 pub mod create;
 pub mod exec;
+mod forward;
 pub mod logs;
 mod names;
 pub mod ops;

@@ -186,12 +186,26 @@ pub fn ps_row(paths: &Paths, c: &Container) -> Value {
         "RunningFor": format!("{} ago", time::human(c.created_ns)),
         "Status": status_text(&st),
         "State": st.status.as_str(),
-        "Ports": "",
+        "Ports": st.ports.iter().map(|p| p.show()).collect::<Vec<_>>().join(", "),
         "Names": c.name,
         "Labels": c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
         "Mounts": c.binds.iter().map(|b| b.source.display().to_string()).collect::<Vec<_>>().join(","),
         "Networks": c.network_requested,
     })
+}
+
+/// Docker's `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(ports: &[crate::container::PortMap]) -> Value {
+    let mut m = serde_json::Map::new();
+    for p in ports {
+        let e = m
+            .entry(format!("{}/tcp", p.container_port))
+            .or_insert_with(|| json!([]));
+        if let Value::Array(a) = e {
+            a.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
+        }
+    }
+    Value::Object(m)
 }
 
 fn null_if_empty(v: &[String]) -> Value {
@@ -260,7 +274,7 @@ pub fn inspect(paths: &Paths, c: &Container) -> Value {
             "AutoRemove": c.auto_remove,
             "ReadonlyRootfs": c.readonly_rootfs,
             "LogConfig": { "Type": "json-file", "Config": {} },
-            "PortBindings": {},
+            "PortBindings": port_bindings(&c.ports),
             "Privileged": false,
         },
         "Mounts": mounts,
@@ -283,7 +297,7 @@ pub fn inspect(paths: &Paths, c: &Container) -> Value {
         },
         "NetworkSettings": {
             "Networks": {},
-            "Ports": {},
+            "Ports": port_bindings(&st.ports),
         },
     })
 }

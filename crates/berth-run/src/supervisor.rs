@@ -286,14 +286,30 @@ fn supervise(paths: &Paths, id: &str) -> i32 {
         finished_ns: 0,
         exit_code: 0,
         error: String::new(),
+        ports: Vec::new(),
     };
+    let listeners = match crate::forward::bind(&c.ports) {
+        Ok(l) => l,
+        Err(e) => {
+            if c.auto_remove {
+                let _ = crate::ops::remove_files(paths, &c);
+            }
+            report(&format!("E {e}"));
+            return 125;
+        }
+    };
+    state.ports = listeners.iter().map(|(_, p)| p.clone()).collect();
     if let Err(e) = state.save(paths, id) {
         report(&format!("E {e}"));
         return 125;
     }
+    let mut forwarder = None;
     let mut log = LogWriter::open(&paths.log_file(id)).ok();
     let spec = run_spec(paths, &c);
     let mut on_started = |pid: u32| {
+        if !listeners.is_empty() {
+            forwarder = crate::forward::spawn(pid, &listeners);
+        }
         state.pid = pid;
         let _ = state.save(paths, id);
         report(&format!("S {pid}"));
@@ -311,6 +327,15 @@ fn supervise(paths: &Paths, id: &str) -> i32 {
     };
     let result = berth_sandbox::run_observed(&spec, &mut on_started, &mut on_output);
     let started = state.pid != 0;
+    if let Some(f) = forwarder {
+        // SAFETY: ending and reaping our own child.
+        unsafe {
+            libc::kill(f, libc::SIGKILL);
+            libc::waitpid(f, std::ptr::null_mut(), 0);
+        }
+    }
+    drop(listeners);
+    state.ports.clear();
     let code = match result {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => code,

@@ -50,6 +50,9 @@ pub struct CreateFlags {
     /// Network: bridge (default; outbound through slirp4netns, loopback only where it cannot run), none, host
     #[arg(long, alias = "net")]
     network: Option<String>,
+    /// Publish a container's TCP port on the host: [IP:][HOST:]CONTAINER[/tcp] (no HOST: a free port)
+    #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
+    publish: Vec<String>,
     /// Signal to stop the container (default: the image's StopSignal, else SIGTERM)
     #[arg(long)]
     stop_signal: Option<String>,
@@ -252,6 +255,7 @@ fn create_options(f: &CreateFlags) -> Result<CreateOptions, String> {
         network: f.network.clone(),
         auto_remove: f.rm,
         stop_signal: f.stop_signal.clone(),
+        publish: f.publish.clone(),
     })
 }
 

@@ -606,3 +606,62 @@ fn flags_reach_the_process(env: &Env) {
     env.assert_clean("no-marker-needed-here");
 }
 both!(flags_reach_the_process);
+
+/// One HTTP GET over a plain TCP connection; the response body.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+fn published_ports(env: &Env) {
+    let mark = marker();
+    let port = common::free_port();
+    let spec = format!("127.0.0.1:{port}:8080");
+    let script = format!(
+        "mkdir -p /www && echo hello-from-the-container > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www # {mark}"
+    );
+    ok(&env.berth(&[
+        "run", "-d", "--name", "srv", "-p", &spec, "bb:1", "sh", "-c", &script,
+    ]));
+    let mut body = None;
+    wait_until(
+        "the published port to answer",
+        Duration::from_secs(10),
+        || {
+            body = http_get(port);
+            body.is_some()
+        },
+    );
+    assert_eq!(body.unwrap(), "hello-from-the-container\n");
+    let ps = ok(&env.berth(&["ps"]));
+    assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
+    let info = env.inspect("srv");
+    assert_eq!(
+        info["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    // The port is taken now: a clear error, exit 125, nothing running.
+    let out = env.berth(&["run", "-d", "--name", "second", "-p", &spec, "bb:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("already allocated"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&env.berth(&["rm", "second"]));
+    if env.user.is_some() {
+        // A privileged port as an ordinary user.
+        let out = env.berth(&["run", "--rm", "-p", "127.0.0.1:81:80", "bb:1", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(stderr(&out).contains("81"), "{}", stderr(&out));
+    }
+    ok(&env.berth(&["rm", "-f", "srv"]));
+    assert!(http_get(port).is_none(), "the forwarder is gone");
+    env.assert_clean(&mark);
+}
+both!(published_ports);
