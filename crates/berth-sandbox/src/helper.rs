@@ -621,6 +621,12 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+pub(crate) enum Seccomp {
+    Filter(libseccomp::ScmpFilterContext),
+    /// A program from [`crate::compile_seccomp`].
+    Bpf(Vec<u8>),
+}
+
 /// Everything resolved and allocated before the point of no return.
 pub(crate) struct Exec {
     path: CString,
@@ -632,8 +638,9 @@ pub(crate) struct Exec {
     last_cap: u32,
     capabilities: Vec<u32>,
     no_new_privs: bool,
-    /// Compiled before the point of no return, loaded right before exec.
-    seccomp: Option<libseccomp::ScmpFilterContext>,
+    /// Compiled before the point of no return (or given precompiled in
+    /// the spec), loaded right before exec.
+    seccomp: Option<Seccomp>,
     /// The name to report when `path` cannot be executed.
     shown: String,
     /// Set when the lookup found nothing: report 127 without trying.
@@ -677,10 +684,13 @@ impl Exec {
         };
         let all = |v: &[String]| v.iter().map(cstr).collect::<Result<Vec<_>>>();
         let sec = &spec.security;
-        let seccomp = sec
-            .seccomp
-            .then(|| crate::seccomp::default_profile(&sec.capabilities))
-            .transpose()?;
+        let seccomp = match (&spec.seccomp_bpf, sec.seccomp) {
+            (_, false) => None,
+            (Some(bpf), true) => Some(Seccomp::Bpf(bpf.clone())),
+            (None, true) => Some(Seccomp::Filter(crate::seccomp::default_profile(
+                &sec.capabilities,
+            )?)),
+        };
         Ok(Exec {
             path: cstr(&path)?,
             argv: all(&spec.args)?,
@@ -746,10 +756,12 @@ impl Exec {
     }
 
     fn load_seccomp(&self) -> bool {
-        let Some(filter) = &self.seccomp else {
-            return true;
+        let result = match &self.seccomp {
+            None => return true,
+            Some(Seccomp::Filter(filter)) => filter.load().map_err(|e| e.to_string()),
+            Some(Seccomp::Bpf(bpf)) => crate::seccomp::load_bpf(bpf),
         };
-        match filter.load() {
+        match result {
             Ok(()) => true,
             Err(e) => {
                 self.fail(format!("loading the seccomp profile: {e}"));

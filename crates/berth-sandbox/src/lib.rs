@@ -34,6 +34,7 @@ pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use network::isolated_network;
 pub use overlay::{mount_overlay, MountGuard};
 pub use run::{run, run_observed};
+pub use seccomp::compile_seccomp;
 pub use spec::{
     Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, Security, DEFAULT_CAPABILITIES,
     DEFAULT_PATH, SLIRP_DNS,
