@@ -161,11 +161,12 @@ fn resolve_image(root: &Path, name: &str) -> Result<(Image, berth_root::LocalRoo
 /// The image's layers as unpacked directories, topmost first (the
 /// builder's snapshots: unpacked at most once per root).
 fn lowers(
-    root: &Path,
+    paths: &Paths,
     blobs: &berth_store::BlobStore,
     layers: &[LayerRef],
 ) -> Result<(Vec<PathBuf>, Snapshotter)> {
-    let snapshots = Snapshots::open(root).map_err(|e| Error::io("opening the snapshots", e))?;
+    let snapshots =
+        Snapshots::open(&paths.root).map_err(|e| Error::io("opening the snapshots", e))?;
     let mut out: Vec<PathBuf> = Vec::new();
     for l in layers.iter().rev() {
         let dir = snapshots
@@ -178,7 +179,7 @@ fn lowers(
             out.push(dir);
         }
     }
-    Ok((out, snapshots.snapshotter()))
+    Ok((out, crate::cached::snapshotter(paths, &snapshots)))
 }
 
 fn env_key(kv: &str) -> &str {
@@ -388,7 +389,7 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
             opts.image
         )));
     }
-    let (lowers, snapshotter) = lowers(&paths.root, local.blobs(), &image.layers)?;
+    let (lowers, snapshotter) = lowers(paths, local.blobs(), &image.layers)?;
     drop(local);
     if lowers.is_empty() {
         return Err(Error::Invalid(format!(

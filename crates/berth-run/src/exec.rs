@@ -73,6 +73,7 @@ pub fn exec(paths: &Paths, c: &Container, opts: &ExecOptions) -> Result<i32> {
             set_env(&mut spec.env, format!("{e}={v}"));
         }
     }
+    spec.seccomp_bpf = crate::cached::seccomp_bpf(paths);
     spec.cwd = PathBuf::from(opts.workdir.as_deref().unwrap_or(&c.working_dir));
     if !spec.cwd.is_absolute() {
         return Err(Error::Invalid(format!(

@@ -23,6 +23,7 @@
 //! is started from there and stays in it. `exec`, `stop`, `kill` run outside
 //! it (they join or signal the container's namespace, which the user owns).
 
+mod cached;
 pub mod container;
 pub mod cp;
 pub mod create;
@@ -113,6 +114,12 @@ impl Paths {
 
     pub fn state_file(&self, id: &str) -> PathBuf {
         self.run.join(format!("{id}.json"))
+    }
+
+    /// `<root>/run-cache/`: what every container start would otherwise
+    /// recompute (the seccomp program, whether overlayfs mounts here).
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("run-cache")
     }
 
     pub fn log_file(&self, id: &str) -> PathBuf {

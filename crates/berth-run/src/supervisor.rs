@@ -247,6 +247,7 @@ pub fn run_spec(paths: &Paths, c: &Container) -> RunSpec {
         NetworkMode::Bridge => Network::Isolated,
     };
     spec.readonly_root = c.readonly_rootfs;
+    spec.seccomp_bpf = crate::cached::seccomp_bpf(paths);
     spec.mounts.push(Mount {
         target: "/etc/hostname".into(),
         kind: MountKind::File {

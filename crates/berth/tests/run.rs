@@ -585,6 +585,14 @@ fn flags_reach_the_process(env: &Env) {
         "touch /x || echo refused",
     ]);
     assert_eq!(ok(&out), "refused\n");
+    // Confined like a Docker container: seccomp filter mode, no_new_privs
+    // (the program is precompiled and cached in the root: twice the same).
+    for _ in 0..2 {
+        let out = env.berth(&["run", "--rm", "bb:1", "cat", "/proc/self/status"]);
+        let status = ok(&out);
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
     let out = env.berth(&["run", "--rm", "--entrypoint", "echo", "bb:1", "a", "b"]);
     assert_eq!(ok(&out), "a b\n");
     let out = env.berth(&[
