@@ -51,6 +51,27 @@ pub fn join_user_namespace(pid: u32) -> Result<()> {
     become_root()
 }
 
+/// Join the user namespace of process `pid` (when not ours) and make a
+/// private mount namespace in it: what [`crate::enter_build_namespace`]
+/// does, but in an existing container's user namespace, so that a new
+/// container can share that one's namespaces (`container:NAME`). Call it
+/// while single-threaded, instead of `enter_build_namespace`.
+pub fn enter_namespace_of(pid: u32) -> Result<crate::NamespaceInfo> {
+    join_user_namespace(pid)?;
+    // SAFETY: unshare with a constant flag.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(SandboxError::last_os("creating a mount namespace"));
+    }
+    crate::sys::mount(
+        None,
+        std::path::Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    crate::NamespaceInfo::current()
+}
+
 fn become_root() -> Result<()> {
     // SAFETY: plain id syscalls.
     unsafe {

@@ -98,6 +98,30 @@ fn helper_main() -> Result<Status> {
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
+    if let Some(join) = &spec.join {
+        // Another container's namespaces: joined here, so that the fork
+        // below lands in its pid namespace.
+        for (on, name, flag) in [
+            (join.net, "net", libc::CLONE_NEWNET),
+            (join.pid_ns, "pid", libc::CLONE_NEWPID),
+        ] {
+            if !on {
+                continue;
+            }
+            let path = format!("/proc/{}/ns/{name}", join.pid);
+            let ns = fs::File::open(&path).map_err(|e| {
+                SandboxError::sys(format!("the {name} namespace to join ({path})"), e)
+            })?;
+            // SAFETY: setns on a namespace descriptor we opened.
+            if unsafe { libc::setns(ns.as_raw_fd(), flag) } != 0 {
+                return Err(SandboxError::last_os(format!(
+                    "joining the {name} namespace of process {}",
+                    join.pid
+                )));
+            }
+            flags &= !flag;
+        }
+    }
     // SAFETY: unshare with constant flags.
     if unsafe { libc::unshare(flags) } != 0 {
         return Err(SandboxError::last_os(

@@ -46,6 +46,21 @@ pub struct RunSpec {
     /// it; compiling takes ~15 ms). `None`: compiled in the helper.
     #[serde(default)]
     pub seccomp_bpf: Option<Vec<u8>>,
+    /// Share namespaces of a running process (another container's main
+    /// process: `--network container:NAME`, `--pid container:NAME`)
+    /// instead of creating them. The caller must be in that process's user
+    /// namespace ([`crate::enter_namespace_of`]). A joined network needs
+    /// [`Network::Host`] here (nothing is set up on it).
+    #[serde(default)]
+    pub join: Option<Join>,
+}
+
+/// Namespaces of process `pid` that a step joins.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Join {
+    pub pid: u32,
+    pub net: bool,
+    pub pid_ns: bool,
 }
 
 impl RunSpec {
@@ -69,6 +84,7 @@ impl RunSpec {
             security: Security::default(),
             readonly_root: false,
             seccomp_bpf: None,
+            join: None,
         }
     }
 }
