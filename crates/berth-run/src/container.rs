@@ -17,6 +17,8 @@ pub enum NetworkMode {
     None,
     Host,
     Bridge,
+    /// `container:NAME`: the network namespace of [`Container::join_net`].
+    Container,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,6 +88,12 @@ pub struct Container {
     /// Published ports as asked for.
     #[serde(default)]
     pub ports: Vec<PortMap>,
+    /// `--network container:NAME`: that container's id.
+    #[serde(default)]
+    pub join_net: Option<String>,
+    /// `--pid container:NAME`: that container's id.
+    #[serde(default)]
+    pub join_pid: Option<String>,
 }
 
 impl Container {
@@ -117,6 +125,11 @@ impl Container {
     /// The copied root of the fallback.
     pub fn rootfs_dir(&self, paths: &Paths) -> PathBuf {
         paths.dir(&self.id).join("rootfs")
+    }
+
+    /// The container whose namespaces this one shares, if any.
+    pub fn join_target(&self) -> Option<&str> {
+        self.join_net.as_deref().or(self.join_pid.as_deref())
     }
 
     pub fn short_id(&self) -> &str {

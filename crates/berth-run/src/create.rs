@@ -37,6 +37,25 @@ pub struct CreateOptions {
     pub stop_signal: Option<String>,
     /// `-p [IP:][HOST:]CTR[/tcp]` (TCP only).
     pub publish: Vec<String>,
+    /// `--pid container:NAME`.
+    pub pid: Option<String>,
+}
+
+impl CreateOptions {
+    /// The container named by `--network container:NAME` or `--pid
+    /// container:NAME`, whose user namespace the caller must enter
+    /// ([`crate::enter_namespace`]).
+    pub fn join_target(&self) -> Option<&str> {
+        let net = self
+            .network
+            .as_deref()
+            .and_then(|n| n.strip_prefix("container:"));
+        let pid = self
+            .pid
+            .as_deref()
+            .and_then(|n| n.strip_prefix("container:"));
+        net.or(pid)
+    }
 }
 
 /// A resolved image of the local store.
@@ -348,11 +367,7 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
                 NetworkMode::None
             }
         },
-        other if other.starts_with("container:") => {
-            return Err(Error::Invalid(format!(
-                "--network {other}: joining another container's network is not supported yet"
-            )))
-        }
+        other if other.starts_with("container:") => NetworkMode::Container,
         other => {
             return Err(Error::Invalid(format!(
                 "--network {other}: use none, host or bridge"
@@ -360,6 +375,42 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
         }
     };
 
+    let target = |what: &str, name: &str| -> Result<String> {
+        let c = crate::container::find(paths, name).map_err(|_| {
+            Error::NotFound(format!(
+                "{what} container:{name}: No such container: {name}"
+            ))
+        })?;
+        Ok(c.id)
+    };
+    let join_net = match requested.strip_prefix("container:") {
+        Some(n) => Some(target("--network", n)?),
+        None => None,
+    };
+    let join_pid = match opts.pid.as_deref() {
+        None => None,
+        Some(p) => match p.strip_prefix("container:") {
+            Some(n) => Some(target("--pid", n)?),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "--pid {p}: only container:NAME is supported yet"
+                )))
+            }
+        },
+    };
+    if let (Some(a), Some(b)) = (&join_net, &join_pid) {
+        if a != b {
+            return Err(Error::Invalid(
+                "--network container: and --pid container: must name the same container (for now)"
+                    .into(),
+            ));
+        }
+    }
+    if join_net.is_some() && !ports.is_empty() {
+        return Err(Error::Invalid(
+            "conflicting options: port publishing and the container type network mode".into(),
+        ));
+    }
     if network == NetworkMode::Host && !ports.is_empty() {
         warnings.push("published ports are discarded when using host network mode".into());
     }
@@ -516,6 +567,8 @@ pub fn create(paths: &Paths, opts: &CreateOptions) -> Result<(Container, Vec<Str
         stop_signal,
         labels: cfg.labels.clone().unwrap_or_default(),
         ports,
+        join_net,
+        join_pid,
     };
     if let Err(e) = lay_out(paths, &container) {
         let _ = fs::remove_dir_all(paths.dir(&id));

@@ -41,6 +41,29 @@ use std::path::{Path, PathBuf};
 pub use container::{Container, State, Status};
 pub use supervisor::{supervisor_main_if_requested, SUPERVISOR_ARG};
 
+/// Enters the namespace a command that creates, starts or removes
+/// containers works in: berth's build namespace (rootless: a user
+/// namespace with the subordinate ids), or, when the container shares
+/// another one's namespaces (`join`, a name or id), that container's user
+/// namespace. Call it before any thread exists.
+pub fn enter_namespace(paths: &Paths, join: Option<&str>) -> Result<()> {
+    let Some(name) = join else {
+        return berth_sandbox::enter_build_namespace()
+            .map(|_| ())
+            .map_err(|e| Error::Failed(format!("setting up berth's namespace: {e}")));
+    };
+    let c = container::find(paths, name)?;
+    let st = c.state(paths);
+    if st.status != Status::Running || st.pid == 0 {
+        return Err(Error::Conflict(format!(
+            "cannot join container {name}: it is not running"
+        )));
+    }
+    berth_sandbox::enter_namespace_of(st.pid)
+        .map(|_| ())
+        .map_err(|e| Error::Failed(format!("joining container {name}'s namespaces: {e}")))
+}
+
 /// What went wrong; the message names the object and, where there is one,
 /// the fix. The CLI maps every error to Docker's exit code 125 for `run`.
 #[derive(Debug, thiserror::Error)]

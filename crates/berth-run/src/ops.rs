@@ -270,7 +270,11 @@ pub fn inspect(paths: &Paths, c: &Container) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
-            "NetworkMode": c.network_requested,
+            "NetworkMode": match &c.join_net {
+                Some(id) => format!("container:{id}"),
+                None => c.network_requested.clone(),
+            },
+            "PidMode": c.join_pid.as_ref().map(|id| format!("container:{id}")).unwrap_or_default(),
             "AutoRemove": c.auto_remove,
             "ReadonlyRootfs": c.readonly_rootfs,
             "LogConfig": { "Type": "json-file", "Config": {} },

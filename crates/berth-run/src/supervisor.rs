@@ -199,7 +199,7 @@ fn report(line: &str) {
 }
 
 fn hosts_file(c: &Container) -> Vec<u8> {
-    if c.network == NetworkMode::Host {
+    if matches!(c.network, NetworkMode::Host) {
         if let Ok(h) = fs::read("/etc/hosts") {
             return h;
         }
@@ -221,8 +221,22 @@ fn resolv_conf(c: &Container) -> Vec<u8> {
     }
 }
 
+/// The host pid of running container `id` (a namespace to join).
+fn running_pid(paths: &Paths, id: &str, what: &str) -> Result<u32> {
+    let other = Container::load(paths, id)
+        .map_err(|_| Error::NotFound(format!("{what}: the container {id} is gone")))?;
+    let st = other.state(paths);
+    if st.status != Status::Running || st.pid == 0 {
+        return Err(Error::Conflict(format!(
+            "cannot join the namespaces of container {}: it is not running",
+            other.name
+        )));
+    }
+    Ok(st.pid)
+}
+
 /// The sandbox spec of the container's main process.
-pub fn run_spec(paths: &Paths, c: &Container) -> RunSpec {
+pub fn run_spec(paths: &Paths, c: &Container) -> Result<RunSpec> {
     let rootfs = if c.overlay {
         Rootfs::Overlay {
             lowers: c.lowers.clone(),
@@ -242,7 +256,7 @@ pub fn run_spec(paths: &Paths, c: &Container) -> RunSpec {
     spec.hosts = Some(hosts_file(c));
     spec.resolv_conf = Some(resolv_conf(c));
     spec.network = match c.network {
-        NetworkMode::Host => Network::Host,
+        NetworkMode::Host | NetworkMode::Container => Network::Host,
         NetworkMode::None => Network::None,
         NetworkMode::Bridge => Network::Isolated,
     };
@@ -266,7 +280,14 @@ pub fn run_spec(paths: &Paths, c: &Container) -> RunSpec {
             },
         });
     }
-    spec
+    if let Some(target) = c.join_target() {
+        spec.join = Some(berth_sandbox::Join {
+            pid: running_pid(paths, target, "container:")?,
+            net: c.join_net.is_some(),
+            pid_ns: c.join_pid.is_some(),
+        });
+    }
+    Ok(spec)
 }
 
 fn supervise(paths: &Paths, id: &str) -> i32 {
@@ -306,7 +327,22 @@ fn supervise(paths: &Paths, id: &str) -> i32 {
     }
     let mut forwarder = None;
     let mut log = LogWriter::open(&paths.log_file(id)).ok();
-    let spec = run_spec(paths, &c);
+    let spec = match run_spec(paths, &c) {
+        Ok(s) => s,
+        Err(e) => {
+            state.status = Status::Exited;
+            state.exit_code = 125;
+            state.error = e.to_string();
+            state.finished_ns = time::now_ns();
+            if c.auto_remove {
+                let _ = crate::ops::remove_files(paths, &c);
+            } else {
+                let _ = state.save(paths, id);
+            }
+            report(&format!("E {e}"));
+            return 125;
+        }
+    };
     let mut on_started = |pid: u32| {
         if !listeners.is_empty() {
             forwarder = crate::forward::spawn(pid, &listeners);

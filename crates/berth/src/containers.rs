@@ -47,9 +47,12 @@ pub struct CreateFlags {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
-    /// Network: bridge (default; outbound through slirp4netns, loopback only where it cannot run), none, host
+    /// Network: bridge (default; outbound through slirp4netns, loopback only where it cannot run), none, host, container:NAME
     #[arg(long, alias = "net")]
     network: Option<String>,
+    /// PID namespace: container:NAME shares that container's processes
+    #[arg(long)]
+    pid: Option<String>,
     /// Publish a container's TCP port on the host: [IP:][HOST:]CONTAINER[/tcp] (no HOST: a free port)
     #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
     publish: Vec<String>,
@@ -256,12 +259,13 @@ fn create_options(f: &CreateFlags) -> Result<CreateOptions, String> {
         auto_remove: f.rm,
         stop_signal: f.stop_signal.clone(),
         publish: f.publish.clone(),
+        pid: f.pid.clone(),
     })
 }
 
 fn do_create(paths: &Paths, f: &CreateFlags) -> Result<Container, String> {
     let opts = create_options(f)?;
-    enter_namespace()?;
+    berth_run::enter_namespace(paths, opts.join_target()).map_err(|e| e.to_string())?;
     let (c, warnings) = berth_run::create::create(paths, &opts).map_err(|e| e.to_string())?;
     for w in warnings {
         warn(&w);
@@ -327,7 +331,17 @@ pub fn start(root: Option<PathBuf>, args: StartArgs) -> ExitCode {
             Err(e) => return fail(1, e),
         }
     }
-    if let Err(e) = enter_namespace() {
+    // Containers that share another one's namespaces start in its user
+    // namespace; one such target per command.
+    let mut targets: Vec<&str> = found.iter().filter_map(|(_, c)| c.join_target()).collect();
+    targets.dedup();
+    if targets.len() > 1 {
+        return fail(
+            1,
+            "these containers join different containers' namespaces: start them one at a time",
+        );
+    }
+    if let Err(e) = berth_run::enter_namespace(&paths, targets.first().copied()) {
         return fail(1, e);
     }
     let mut status = ExitCode::SUCCESS;

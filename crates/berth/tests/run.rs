@@ -631,7 +631,7 @@ fn published_ports(env: &Env) {
     let port = common::free_port();
     let spec = format!("127.0.0.1:{port}:8080");
     let script = format!(
-        "mkdir -p /www && echo hello-from-the-container > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www # {mark}"
+        "mkdir -p /{mark} && echo hello-from-the-container > /{mark}/index.html && exec /bin/busybox httpd -f -p 8080 -h /{mark}"
     );
     ok(&env.berth(&[
         "run", "-d", "--name", "srv", "-p", &spec, "bb:1", "sh", "-c", &script,
@@ -673,3 +673,81 @@ fn published_ports(env: &Env) {
     env.assert_clean(&mark);
 }
 both!(published_ports);
+
+fn shared_namespaces(env: &Env) {
+    let mark = marker();
+    let script = format!(
+        "mkdir -p /{mark} && echo shared-loopback > /{mark}/index.html && exec /bin/busybox httpd -f -p 8080 -h /{mark}"
+    );
+    ok(&env.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "nginx",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    // The other container's loopback port, through its network namespace.
+    let mut body = String::new();
+    wait_until("the shared loopback port", Duration::from_secs(10), || {
+        let out = env.berth(&[
+            "run",
+            "--rm",
+            "--net",
+            "container:nginx",
+            "bb:1",
+            "/bin/busybox",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8080/",
+        ]);
+        body = stdout(&out);
+        out.status.success()
+    });
+    assert_eq!(body, "shared-loopback\n");
+    // Its processes, through its pid namespace.
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "--net",
+        "container:nginx",
+        "--pid",
+        "container:nginx",
+        "bb:1",
+        "/bin/busybox",
+        "ps",
+        "-o",
+        "pid,args",
+    ]);
+    let procs = ok(&out);
+    assert!(
+        procs
+            .lines()
+            .any(|l| l.trim().starts_with("1 ") && l.contains(&mark)),
+        "{procs}"
+    );
+    let info =
+        env.inspect(ok(&env.berth(&["create", "--pid", "container:nginx", "bb:1", "true"])).trim());
+    assert!(info["HostConfig"]["PidMode"]
+        .as_str()
+        .unwrap()
+        .starts_with("container:"));
+    ok(&env.berth(&["rm", info["Id"].as_str().unwrap()]));
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "--net",
+        "container:no-such-ctr",
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("no-such-ctr"), "{}", stderr(&out));
+    ok(&env.berth(&["rm", "-f", "nginx"]));
+    env.assert_clean(&mark);
+}
+both!(shared_namespaces);
