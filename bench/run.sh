@@ -42,14 +42,22 @@ if [ "$(id -u)" = 0 ] && [ "$AS_ROOT" = 0 ]; then
     chown berth: "$W"
     AS=(runuser -u berth --)
 fi
+# podman gets its own storage under $W (never the machine's: as root that
+# would be /var/lib/containers, which other work uses).
 cleanup() {
-    "${AS[@]}" env HOME="$W/home" podman rm -af >/dev/null 2>&1 || true
-    "${AS[@]}" env HOME="$W/home" podman rmi -af >/dev/null 2>&1 || true
-    "${AS[@]}" env HOME="$W/home" podman system reset -f >/dev/null 2>&1 || true
+    as podman-in-w rm -af -t 0 >/dev/null 2>&1 || true
+    as podman-in-w system reset -f >/dev/null 2>&1 || true
     rm -rf "$W"
 }
 trap cleanup EXIT
-as() { "${AS[@]}" env HOME="$W/home" BERTH_ROOT="$W/root" BERTH_RUNTIME_DIR="$W/run" "$@"; }
+as() {
+    local cmd=$1; shift
+    if [ "$cmd" = podman ] || [ "$cmd" = podman-in-w ]; then
+        "${AS[@]}" env HOME="$W/home" podman --root "$W/podman/root" --runroot "$W/podman/run" "$@"
+    else
+        "${AS[@]}" env HOME="$W/home" BERTH_ROOT="$W/root" BERTH_RUNTIME_DIR="$W/run" "$cmd" "$@"
+    fi
+}
 
 busybox_base_tar "$W"
 [ ${#AS[@]} -gt 0 ] && chown -R berth: "$W"
@@ -70,7 +78,8 @@ one() { # key command...
 }
 # Warm-up: snapshots unpacked, podman's storage initialised.
 as "$BERTH" run --rm --network none bench-bb:1 /bin/true
-as podman run --rm --network none "$IMG_P" /bin/true 2>/dev/null
+as podman run --rm --network none "$IMG_P" /bin/true 2>"$W/podman.err" ||
+    { echo "podman run fails here:" >&2; cat "$W/podman.err" >&2; exit 1; }
 for i in $(seq "$RUNS"); do
     if [ $((i % 2)) = 1 ]; then
         one berth "$BERTH" run --rm --network none bench-bb:1 /bin/true
