@@ -44,7 +44,49 @@ pub struct Started {
     child: std::process::Child,
 }
 
+static PROXY_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// A signal that came before the container's pid was known.
+static PENDING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn proxy_signal(sig: libc::c_int) {
+    let pid = PROXY_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Docker's `--sig-proxy` for an attached container: from now on SIGINT,
+/// SIGTERM, SIGHUP and SIGQUIT sent to this process go to the container's
+/// process (one that arrives before it runs is delivered when it does).
+/// Installed before the supervisor is spawned, so none is lost.
+fn install_signal_proxy() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing a handler that only calls kill() or stores.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = proxy_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 impl Started {
+    /// Points the signal proxy at the container's process (attached).
+    pub fn proxy_signals(&self) {
+        let Some(pid) = self.pid else { return };
+        PROXY_PID.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
+        let pending = PENDING.swap(0, std::sync::atomic::Ordering::SeqCst);
+        if pending != 0 {
+            // SAFETY: kill with a pid and a signal number.
+            unsafe { libc::kill(pid as i32, pending) };
+        }
+    }
+
     /// Waits for the container to end (and, with `--rm`, to be removed);
     /// its exit code.
     pub fn wait(mut self) -> Result<i32> {
@@ -103,7 +145,9 @@ pub fn start(paths: &Paths, c: &Container, attach: bool) -> Result<Started> {
     if let Some(p) = std::env::var_os("PATH") {
         cmd.env("PATH", p);
     }
-    if !attach {
+    if attach {
+        install_signal_proxy();
+    } else {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
     // SAFETY: only async-signal-safe calls between fork and exec.

@@ -291,6 +291,7 @@ fn start_one(paths: &Paths, c: &Container, attach: bool, print_id: bool) -> Exit
         Err(e) => return fail(125, e),
     };
     if attach {
+        started.proxy_signals();
         return match started.wait() {
             Ok(c) => code(c),
             Err(e) => fail(125, e),

@@ -751,3 +751,52 @@ fn shared_namespaces(env: &Env) {
     env.assert_clean(&mark);
 }
 both!(shared_namespaces);
+
+fn attached_run_forwards_signals(env: &Env) {
+    let mark = marker();
+    let script = format!(
+        "trap 'echo got-term; exit 7' TERM; echo ready; while :; do /bin/busybox sleep 0.1; done # {mark}"
+    );
+    let mut child = env
+        .command(&["run", "--rm", "bb:1", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    // Read in a thread: a container left running would hold the pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    // SAFETY: signalling the berth process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let second = rx.recv_timeout(Duration::from_secs(5));
+    if status.is_none() || second.as_deref() != Ok("got-term") {
+        let _ = child.kill();
+        for c in ok(&env.berth(&["ps", "-aq"])).lines() {
+            let _ = env.berth(&["rm", "-f", c]);
+        }
+    }
+    assert_eq!(first.as_deref(), Ok("ready"));
+    assert_eq!(second.as_deref(), Ok("got-term"));
+    assert_eq!(status.and_then(|s| s.code()), Some(7));
+    env.assert_clean(&mark);
+}
+both!(attached_run_forwards_signals);
