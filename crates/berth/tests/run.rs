@@ -136,6 +136,20 @@ impl Env {
     }
 }
 
+/// A failed test must not leave containers running: remove every one.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Ok(out) = self.command(&["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.command(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -218,6 +232,8 @@ macro_rules! both {
 }
 
 fn exit_codes(env: &Env) {
+    // Unique: the other variant of this test runs at the same time.
+    let missing = format!("no-such-command-{}", marker());
     let out = env.berth(&[
         "run",
         "--rm",
@@ -230,9 +246,9 @@ fn exit_codes(env: &Env) {
     assert_eq!(stdout(&out), "out\n");
     assert!(stderr(&out).contains("err\n"), "{}", stderr(&out));
 
-    let out = env.berth(&["run", "--rm", "bb:1", "no-such-command"]);
+    let out = env.berth(&["run", "--rm", "bb:1", &missing]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no-such-command"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
 
     let out = env.berth(&["run", "--rm", "bb:1", "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
@@ -242,11 +258,11 @@ fn exit_codes(env: &Env) {
     assert!(stderr(&out).contains("missing-image:7"), "{}", stderr(&out));
 
     // -d: the command cannot be found before anything runs: its code.
-    let out = env.berth(&["run", "-d", "--rm", "bb:1", "no-such-command"]);
+    let out = env.berth(&["run", "-d", "--rm", "bb:1", &missing]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
 
     // Every container above was --rm.
-    env.assert_clean("no-such-command");
+    env.assert_clean(&missing);
 }
 both!(exit_codes);
 
