@@ -40,6 +40,9 @@ pub(crate) const STATUS_FD: libc::c_int = 3;
 pub(crate) enum Status {
     /// Setup failed; the step did not run.
     Error(String),
+    /// The step's process (its host pid) is about to exec its command (or
+    /// failed to set up, which an `Error` line before this one says).
+    Started(i32),
     Exit(i32),
     Signal(i32),
 }
@@ -95,6 +98,30 @@ fn helper_main() -> Result<Status> {
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
+    if let Some(join) = &spec.join {
+        // Another container's namespaces: joined here, so that the fork
+        // below lands in its pid namespace.
+        for (on, name, flag) in [
+            (join.net, "net", libc::CLONE_NEWNET),
+            (join.pid_ns, "pid", libc::CLONE_NEWPID),
+        ] {
+            if !on {
+                continue;
+            }
+            let path = format!("/proc/{}/ns/{name}", join.pid);
+            let ns = fs::File::open(&path).map_err(|e| {
+                SandboxError::sys(format!("the {name} namespace to join ({path})"), e)
+            })?;
+            // SAFETY: setns on a namespace descriptor we opened.
+            if unsafe { libc::setns(ns.as_raw_fd(), flag) } != 0 {
+                return Err(SandboxError::last_os(format!(
+                    "joining the {name} namespace of process {}",
+                    join.pid
+                )));
+            }
+            flags &= !flag;
+        }
+    }
     // SAFETY: unshare with constant flags.
     if unsafe { libc::unshare(flags) } != 0 {
         return Err(SandboxError::last_os(
@@ -115,6 +142,10 @@ fn helper_main() -> Result<Status> {
             let mut data = Vec::new();
             // EOF comes when the step execs (close-on-exec) or dies.
             let _ = fs::File::from(clean_r).read_to_end(&mut data);
+            match data.strip_suffix(EXEC_FAILED) {
+                Some(rest) => data.truncate(rest.len()),
+                None => report(&Status::Started(child.as_raw())),
+            }
             let status = wait_for(child.as_raw());
             let cleanup: Cleanup = serde_json::from_slice(&data).unwrap_or_default();
             let base = match &spec.rootfs {
@@ -166,15 +197,22 @@ fn step_main(spec: &RunSpec, clean_w: OwnedFd) -> ! {
             // Keep the cleanup pipe open until exec so the parent reads the
             // records before it waits.
             let code = exec.exec();
+            // exec failed: say so before the pipe closes, so the parent
+            // does not report the step as started.
+            let _ = clean.write_all(EXEC_FAILED);
             drop(clean);
             std::process::exit(code)
         }
         Err(e) => {
             report(&Status::Error(e.to_string()));
+            let _ = clean.write_all(EXEC_FAILED);
             std::process::exit(125)
         }
     }
 }
+
+/// Appended to the cleanup records when the step's exec failed.
+const EXEC_FAILED: &[u8] = b"\0exec-failed";
 
 /// Where the host's filesystem is visible while the new root is built.
 const OLD: &str = "/oldroot";
@@ -313,6 +351,9 @@ fn build_root(spec: &RunSpec, stubs: &mut StubMaker<'_>) -> Result<()> {
     })?;
     if spec.network != Network::Host {
         loopback_up()?;
+    }
+    if spec.readonly_root {
+        sys::remount_readonly(stubs.root)?;
     }
     Ok(())
 }
@@ -604,8 +645,14 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+pub(crate) enum Seccomp {
+    Filter(libseccomp::ScmpFilterContext),
+    /// A program from [`crate::compile_seccomp`].
+    Bpf(Vec<u8>),
+}
+
 /// Everything resolved and allocated before the point of no return.
-struct Exec {
+pub(crate) struct Exec {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -615,16 +662,19 @@ struct Exec {
     last_cap: u32,
     capabilities: Vec<u32>,
     no_new_privs: bool,
-    /// Compiled before the point of no return, loaded right before exec.
-    seccomp: Option<libseccomp::ScmpFilterContext>,
+    /// Compiled before the point of no return (or given precompiled in
+    /// the spec), loaded right before exec.
+    seccomp: Option<Seccomp>,
     /// The name to report when `path` cannot be executed.
     shown: String,
     /// Set when the lookup found nothing: report 127 without trying.
     not_found: bool,
+    /// Report setup errors on stderr, not the status pipe (`exec_in`).
+    pub(crate) errors_to_stderr: bool,
 }
 
 impl Exec {
-    fn prepare(spec: &RunSpec) -> Result<Exec> {
+    pub(crate) fn prepare(spec: &RunSpec) -> Result<Exec> {
         let cwd = &spec.cwd;
         match fs::metadata(cwd) {
             Ok(m) if m.is_dir() => {}
@@ -658,10 +708,13 @@ impl Exec {
         };
         let all = |v: &[String]| v.iter().map(cstr).collect::<Result<Vec<_>>>();
         let sec = &spec.security;
-        let seccomp = sec
-            .seccomp
-            .then(|| crate::seccomp::default_profile(&sec.capabilities))
-            .transpose()?;
+        let seccomp = match (&spec.seccomp_bpf, sec.seccomp) {
+            (_, false) => None,
+            (Some(bpf), true) => Some(Seccomp::Bpf(bpf.clone())),
+            (None, true) => Some(Seccomp::Filter(crate::seccomp::default_profile(
+                &sec.capabilities,
+            )?)),
+        };
         Ok(Exec {
             path: cstr(&path)?,
             argv: all(&spec.args)?,
@@ -675,11 +728,12 @@ impl Exec {
             seccomp,
             shown: arg0.clone(),
             not_found,
+            errors_to_stderr: false,
         })
     }
 
     /// Switch user and exec; returns the exit code to use when exec fails.
-    fn exec(self) -> i32 {
+    pub(crate) fn exec(self) -> i32 {
         if self.not_found {
             let _ = writeln!(
                 io::stderr(),
@@ -694,7 +748,7 @@ impl Exec {
             return 125;
         }
         if let Err(msg) = self.switch_user() {
-            report(&Status::Error(msg));
+            self.fail(msg);
             return 125;
         }
         if self.no_new_privs && !self.load_seccomp() {
@@ -726,15 +780,25 @@ impl Exec {
     }
 
     fn load_seccomp(&self) -> bool {
-        let Some(filter) = &self.seccomp else {
-            return true;
+        let result = match &self.seccomp {
+            None => return true,
+            Some(Seccomp::Filter(filter)) => filter.load().map_err(|e| e.to_string()),
+            Some(Seccomp::Bpf(bpf)) => crate::seccomp::load_bpf(bpf),
         };
-        match filter.load() {
+        match result {
             Ok(()) => true,
             Err(e) => {
-                report(&Status::Error(format!("loading the seccomp profile: {e}")));
+                self.fail(format!("loading the seccomp profile: {e}"));
                 false
             }
+        }
+    }
+
+    fn fail(&self, msg: String) {
+        if self.errors_to_stderr {
+            let _ = writeln!(io::stderr(), "berth: error: {msg}");
+        } else {
+            report(&Status::Error(msg));
         }
     }
 

@@ -17,6 +17,7 @@
 
 mod devices;
 mod error;
+mod exec;
 mod helper;
 mod network;
 mod overlay;
@@ -28,14 +29,17 @@ mod sys;
 mod userns;
 
 pub use error::SandboxError;
+pub use exec::{enter_namespace_of, exec_in, join_user_namespace};
 pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use network::isolated_network;
 pub use overlay::{mount_overlay, MountGuard};
-pub use run::run;
+pub use run::{run, run_observed};
+pub use seccomp::compile_seccomp;
 pub use spec::{
-    Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, Security, DEFAULT_CAPABILITIES,
+    Join, Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, Security, DEFAULT_CAPABILITIES,
     DEFAULT_PATH, SLIRP_DNS,
 };
+pub use stubs::resolve_in_root;
 pub use userns::{
     enter_build_namespace, enter_build_namespace_with, IdMapping, NamespaceInfo, NamespaceOptions,
     FULL_RANGE_COUNT,

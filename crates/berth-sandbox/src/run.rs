@@ -23,6 +23,18 @@ use crate::userns::NamespaceInfo;
 /// the command could not be started for a reason other than "not found"
 /// (which is exit status 127, as in a shell).
 pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Result<ExitStatus> {
+    run_observed(spec, &mut |_| {}, on_output)
+}
+
+/// [`run`], and `on_started` is called with the host pid of the step's
+/// process (pid 1 of its pid namespace) once its sandbox is set up, right
+/// before it execs its command: from then on [`crate::exec_in`] can join it.
+/// (`berth run`'s supervisor records it.)
+pub fn run_observed(
+    spec: &RunSpec,
+    on_started: &mut dyn FnMut(u32),
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+) -> Result<ExitStatus> {
     let spec = checked(spec)?;
     let input = serde_json::to_vec(&spec)
         .map_err(|e| SandboxError::InvalidSpec(format!("encoding the spec: {e}")))?;
@@ -94,7 +106,13 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
 
     let stdout: OwnedFd = child.stdout.take().expect("piped").into();
     let stderr: OwnedFd = child.stderr.take().expect("piped").into();
-    let status_bytes = pump(stdout, stderr, status_r, on_output)?;
+    let mut failed = false;
+    let mut on_status = |line: &[u8]| match serde_json::from_slice::<Status>(line) {
+        Ok(Status::Error(_)) => failed = true,
+        Ok(Status::Started(pid)) if !failed => on_started(pid as u32),
+        _ => {}
+    };
+    let status_bytes = pump(stdout, stderr, status_r, on_output, &mut on_status)?;
     let helper = child
         .wait()
         .map_err(|e| SandboxError::sys("waiting for the sandbox helper", e))?;
@@ -111,7 +129,7 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
             Ok(Status::Error(msg)) => return Err(classify(msg)),
             Ok(Status::Exit(code)) => result = Some(ExitStatus::from_raw((code & 0xff) << 8)),
             Ok(Status::Signal(sig)) => result = Some(ExitStatus::from_raw(sig & 0x7f)),
-            Err(_) => {}
+            Ok(Status::Started(_)) | Err(_) => {}
         }
     }
     result.ok_or_else(|| SandboxError::HelperDied {
@@ -130,7 +148,9 @@ fn pump(
     stderr: OwnedFd,
     status: OwnedFd,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    on_status: &mut dyn FnMut(&[u8]),
 ) -> Result<Vec<u8>> {
+    let mut seen = 0;
     let mut files: [Option<std::fs::File>; 3] = [
         Some(stdout.into()),
         Some(stderr.into()),
@@ -168,7 +188,13 @@ fn pump(
                 Ok(k) => match i {
                     0 => on_output(OutputStream::Stdout, &buf[..k]),
                     1 => on_output(OutputStream::Stderr, &buf[..k]),
-                    _ => status_bytes.extend_from_slice(&buf[..k]),
+                    _ => {
+                        status_bytes.extend_from_slice(&buf[..k]);
+                        while let Some(nl) = status_bytes[seen..].iter().position(|&b| b == b'\n') {
+                            on_status(&status_bytes[seen..seen + nl]);
+                            seen += nl + 1;
+                        }
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(SandboxError::sys("reading step output", e)),

@@ -545,6 +545,71 @@ fn add(
 
 /// Docker's default profile for a process with `caps`. Compiled before the
 /// step starts; [`ScmpFilterContext::load`] installs it right before exec.
+/// Docker's default profile for `caps` as a BPF program (what the helper
+/// loads), to be passed as [`crate::RunSpec::seccomp_bpf`].
+pub fn compile_seccomp(caps: &[u32]) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    use std::os::fd::FromRawFd;
+    let ctx = default_profile(caps)?;
+    // SAFETY: memfd_create with a static name; the fd is owned below.
+    let fd = unsafe { libc::memfd_create(c"berth-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(crate::error::SandboxError::last_os(
+            "creating a memfd for the seccomp program",
+        ));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    ctx.export_bpf(&file)
+        .map_err(|e| seccomp_error("exporting the filter", e))?;
+    let mut bpf = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bpf))
+        .map_err(|e| crate::error::SandboxError::sys("reading the seccomp program", e))?;
+    if bpf.is_empty() || bpf.len() % 8 != 0 {
+        return Err(crate::error::SandboxError::Setup(format!(
+            "the exported seccomp program has {} bytes",
+            bpf.len()
+        )));
+    }
+    Ok(bpf)
+}
+
+/// Loads a program from [`compile_seccomp`] into this thread (flags 0, as
+/// libseccomp's load without TSYNC).
+pub(crate) fn load_bpf(bpf: &[u8]) -> std::result::Result<(), String> {
+    if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > u16::MAX as usize {
+        return Err(format!("invalid seccomp program of {} bytes", bpf.len()));
+    }
+    // sock_filter is 8 bytes; copy into aligned storage.
+    let filters: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filters.len() as u16,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: a valid sock_fprog that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1 as libc::c_ulong, // SECCOMP_SET_MODE_FILTER
+            0 as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
 pub(crate) fn default_profile(caps: &[u32]) -> Result<ScmpFilterContext> {
     let has = |c: u32| caps.contains(&c);
     let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM))
@@ -609,6 +674,35 @@ pub(crate) fn default_profile(caps: &[u32]) -> Result<ScmpFilterContext> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn precompiled_program_is_the_profile() {
+        let bpf = compile_seccomp(crate::DEFAULT_CAPABILITIES).unwrap();
+        assert!(bpf.len() > 800, "{} bytes", bpf.len());
+        // In a child: keyctl is refused (EPERM), getpid allowed.
+        // SAFETY: the child only makes raw syscalls and exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if load_bpf(&bpf).is_err() {
+                    libc::_exit(10);
+                }
+                let rc = libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0);
+                let errno = *libc::__errno_location();
+                let ok = rc == -1 && errno == libc::EPERM && libc::getpid() > 0;
+                libc::_exit(if ok { 0 } else { 11 });
+            },
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status), "{status}");
+                assert_eq!(libc::WEXITSTATUS(status), 0);
+            }
+        }
+        assert!(load_bpf(&bpf[..7]).is_err());
+    }
+
     use super::*;
 
     fn program(ctx: &ScmpFilterContext) -> Vec<u8> {

@@ -37,6 +37,30 @@ pub struct RunSpec {
     /// no_new_privs, masked paths. Docker's defaults unless changed.
     #[serde(default)]
     pub security: Security,
+    /// Mount the root filesystem read-only (`docker run --read-only`);
+    /// `/proc`, `/dev`, `/sys` and the step's mounts keep their own flags.
+    #[serde(default)]
+    pub readonly_root: bool,
+    /// The seccomp program for `security`, compiled ahead by
+    /// [`crate::compile_seccomp`] (a caller that runs many processes caches
+    /// it; compiling takes ~15 ms). `None`: compiled in the helper.
+    #[serde(default)]
+    pub seccomp_bpf: Option<Vec<u8>>,
+    /// Share namespaces of a running process (another container's main
+    /// process: `--network container:NAME`, `--pid container:NAME`)
+    /// instead of creating them. The caller must be in that process's user
+    /// namespace ([`crate::enter_namespace_of`]). A joined network needs
+    /// [`Network::Host`] here (nothing is set up on it).
+    #[serde(default)]
+    pub join: Option<Join>,
+}
+
+/// Namespaces of process `pid` that a step joins.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Join {
+    pub pid: u32,
+    pub net: bool,
+    pub pid_ns: bool,
 }
 
 impl RunSpec {
@@ -58,6 +82,9 @@ impl RunSpec {
             network: Network::Host,
             mounts: Vec::new(),
             security: Security::default(),
+            readonly_root: false,
+            seccomp_bpf: None,
+            join: None,
         }
     }
 }

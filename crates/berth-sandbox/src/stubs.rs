@@ -36,7 +36,7 @@ pub(crate) fn clean_rel(p: &Path) -> PathBuf {
 /// Resolve `target` (absolute inside the image) against `root` following
 /// symlinks as if `root` were `/`. Returns the resolved relative path of the
 /// longest existing prefix and the missing components after it.
-pub(crate) fn resolve_in_root(root: &Path, target: &Path) -> Result<(PathBuf, Vec<OsString>)> {
+pub fn resolve_in_root(root: &Path, target: &Path) -> Result<(PathBuf, Vec<OsString>)> {
     let mut queue: VecDeque<OsString> = clean_rel(target)
         .components()
         .map(|c| c.as_os_str().to_owned())

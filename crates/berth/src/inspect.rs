@@ -357,6 +357,14 @@ struct Summary {
     media_type: String,
 }
 
+impl InspectArgs {
+    /// The argument: an image reference, or (`berth inspect NAME`) a
+    /// container.
+    pub fn target(&self) -> &str {
+        &self.image
+    }
+}
+
 pub fn inspect(args: InspectArgs) -> Result<()> {
     check_format(&args.format)?;
     let image = parse_ref(&args.image)?;

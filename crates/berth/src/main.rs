@@ -5,6 +5,7 @@ mod artifact;
 mod build;
 mod build_progress;
 mod builder;
+mod containers;
 mod copy;
 mod exit;
 mod fs_output;
@@ -92,6 +93,28 @@ enum Command {
     Artifact(artifact::ArtifactArgs),
     /// Create, annotate, inspect and push manifest lists (like `docker manifest`)
     Manifest(manifest::ManifestArgs),
+    /// Create a container from a local image without starting it (like `docker create`)
+    Create(Box<containers::CreateFlags>),
+    /// Run a command in a new container, daemonless and rootless (like `docker run`)
+    Run(Box<containers::RunArgs>),
+    /// Start created or stopped containers
+    Start(containers::StartArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Show a container's output (json-file log)
+    Logs(containers::LogsArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a grace period
+    Stop(containers::StopArgs),
+    /// Send a signal to containers (default SIGKILL)
+    Kill(containers::KillArgs),
+    /// Remove containers
+    Rm(containers::RmArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(containers::WaitArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Copy files between a container and the local filesystem (CONTAINER:PATH)
+    Cp(containers::CpArgs),
 }
 
 fn init_logging(level: &str) {
@@ -117,6 +140,8 @@ fn build_command(root: Option<PathBuf>, args: build::BuildArgs) -> anyhow::Resul
 fn main() -> ExitCode {
     // A RUN step's sandbox helper is this binary re-executed.
     berth_sandbox::helper_main_if_requested();
+    // So is each container's supervisor.
+    berth_run::supervisor_main_if_requested();
     let cli = Cli::parse();
     // `serve` sets up logging itself (its config file may name a level);
     // everything else logs warnings unless asked for more.
@@ -144,19 +169,43 @@ fn main() -> ExitCode {
     ) {
         interrupt::install();
     }
-    let result = match cli.command {
-        Command::Build(args) => build_command(cli.root, *args),
-        Command::Serve(args) => serve::serve(cli.root, cli.log_level, cli.debug, args),
-        Command::Gc(args) => serve::gc(cli.root, args),
-        Command::Builder(cmd) => builder::builder(cli.root, cmd),
-        Command::Fsck(args) => serve::fsck(cli.root, args),
-        Command::Copy(args) => copy::copy(cli.root, args),
-        Command::Pull(args) => copy::pull(cli.root, args),
-        Command::Push(args) => copy::push(cli.root, args),
-        Command::Images(args) => images::images(cli.root, args),
-        Command::Tag(args) => local::tag(cli.root, args),
-        Command::Rmi(args) => local::rmi(cli.root, args),
-        Command::Import(args) => local::import(cli.root, args),
+    let root = cli.root;
+    let command = match cli.command {
+        // Docker's exit codes (the container's own, 125 for berth's
+        // failures), so these report their errors themselves.
+        Command::Create(f) => return containers::create(root, *f),
+        Command::Run(args) => return containers::run(root, *args),
+        Command::Start(args) => return containers::start(root, args),
+        Command::Ps(args) => return containers::ps(root, args),
+        Command::Logs(args) => return containers::logs(root, args),
+        Command::Stop(args) => return containers::stop(root, args),
+        Command::Kill(args) => return containers::kill(root, args),
+        Command::Rm(args) => return containers::rm(root, args),
+        Command::Wait(args) => return containers::wait(root, args),
+        Command::Exec(args) => return containers::exec(root, args),
+        Command::Cp(args) => return containers::cp(root, args),
+        Command::Inspect(args) => {
+            if let Some(code) = containers::inspect_container(root.clone(), args.target()) {
+                return code;
+            }
+            Command::Inspect(args)
+        }
+        other => other,
+    };
+    let cli_root = root;
+    let result = match command {
+        Command::Build(args) => build_command(cli_root, *args),
+        Command::Serve(args) => serve::serve(cli_root, cli.log_level, cli.debug, args),
+        Command::Gc(args) => serve::gc(cli_root, args),
+        Command::Builder(cmd) => builder::builder(cli_root, cmd),
+        Command::Fsck(args) => serve::fsck(cli_root, args),
+        Command::Copy(args) => copy::copy(cli_root, args),
+        Command::Pull(args) => copy::pull(cli_root, args),
+        Command::Push(args) => copy::push(cli_root, args),
+        Command::Images(args) => images::images(cli_root, args),
+        Command::Tag(args) => local::tag(cli_root, args),
+        Command::Rmi(args) => local::rmi(cli_root, args),
+        Command::Import(args) => local::import(cli_root, args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Digest(args) => inspect::digest(args),
         Command::ListTags(args) => inspect::list_tags(args),
@@ -164,10 +213,21 @@ fn main() -> ExitCode {
         Command::Platforms(args) => inspect::platforms(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
-        Command::Save(args) => archive::save(cli.root, args),
-        Command::Load(args) => archive::load(cli.root, args),
+        Command::Save(args) => archive::save(cli_root, args),
+        Command::Load(args) => archive::load(cli_root, args),
         Command::Artifact(args) => artifact::artifact(args),
-        Command::Manifest(args) => manifest::manifest(cli.root, args),
+        Command::Manifest(args) => manifest::manifest(cli_root, args),
+        Command::Create(_)
+        | Command::Run(_)
+        | Command::Start(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Stop(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Wait(_)
+        | Command::Exec(_)
+        | Command::Cp(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
