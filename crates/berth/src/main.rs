@@ -6,6 +6,7 @@ mod build;
 mod build_progress;
 mod builder;
 mod copy;
+mod dive;
 mod exit;
 mod fs_output;
 mod images;
@@ -92,6 +93,8 @@ enum Command {
     Artifact(artifact::ArtifactArgs),
     /// Create, annotate, inspect and push manifest lists (like `docker manifest`)
     Manifest(manifest::ManifestArgs),
+    /// Analyse an image's layers and wasted space like dive (--json, CI rules)
+    Dive(dive::DiveArgs),
 }
 
 fn init_logging(level: &str) {
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Load(args) => archive::load(cli.root, args),
         Command::Artifact(args) => artifact::artifact(args),
         Command::Manifest(args) => manifest::manifest(cli.root, args),
+        Command::Dive(args) => dive::dive(cli.root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

