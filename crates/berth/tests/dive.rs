@@ -3,6 +3,8 @@
 //! references and file lists from `--json`, and the same CI verdicts and
 //! exit codes. Skipped (with the reason printed) when dive cannot be had.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -637,4 +639,80 @@ fn bad_input() {
         assert!(err.contains(expect), "{name}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
     }
+}
+
+/// Every source gives the numbers of the docker-archive: an OCI layout, an
+/// oci-archive, the local store (by bare name and local:), a registry
+/// (berth serve) read directly.
+#[test]
+fn every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    images(dir.path());
+    let d = dir.path();
+    let root = d.join("root");
+    let archive = format!("docker-archive:{}", d.join("mixed-oci.tar").display());
+    let image = |loc: &str| -> Value {
+        let out = d.join("out.json");
+        let o = berth(
+            &["dive", loc, "--json", out.to_str().unwrap()],
+            &root,
+            d,
+            false,
+        );
+        assert!(
+            o.status.success(),
+            "{loc}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let sizes: Vec<Value> = v["layer"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["sizeBytes"].clone())
+            .collect();
+        let cmds: Vec<Value> = v["layer"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["command"].clone())
+            .collect();
+        json!({"image": v["image"], "sizes": sizes, "commands": cmds})
+    };
+    let want = image(&archive);
+    let layout = format!("oci:{}:t", d.join("layout").display());
+    let oci_archive = format!("oci-archive:{}", d.join("o.tar").display());
+    for dst in [layout.as_str(), oci_archive.as_str(), "local:dive/test:v1"] {
+        let o = berth(&["copy", &archive, dst], &root, d, false);
+        assert!(
+            o.status.success(),
+            "copy to {dst}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(image(&layout), want, "oci:");
+    assert_eq!(image(&oci_archive), want, "oci-archive:");
+    assert_eq!(image("local:dive/test:v1"), want, "local:");
+    assert_eq!(
+        image("dive/test:v1"),
+        want,
+        "bare name from the local store"
+    );
+    // A registry, read directly (a second root serves it).
+    let served = d.join("served");
+    let o = berth(&["copy", &archive, "local:dive/test:v1"], &served, d, false);
+    assert!(o.status.success());
+    let (_server, port) = common::serve(&served);
+    let reference = format!("docker://127.0.0.1:{port}/dive/test:v1");
+    assert_eq!(image(&reference), want, "registry");
+    // An image that does not exist there: exit 3, one line.
+    let missing = format!("docker://127.0.0.1:{port}/dive/nothing:v1");
+    let o = berth(&["dive", &missing, "--json", "/dev/null"], &root, d, false);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
 }
