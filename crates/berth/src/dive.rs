@@ -153,6 +153,11 @@ pub fn dive(root: Option<PathBuf>, args: DiveArgs) -> Result<()> {
         }
         return Ok(());
     }
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        return crate::dive_ui::run(&analysis, args.image.clone());
+    }
+    // Not a terminal: the same panes as text.
     print!("{}", summary(&analysis));
     Ok(())
 }

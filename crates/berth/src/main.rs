@@ -7,6 +7,7 @@ mod build_progress;
 mod builder;
 mod copy;
 mod dive;
+mod dive_ui;
 mod exit;
 mod fs_output;
 mod images;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -715,4 +716,159 @@ fn every_source() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+}
+
+struct Tmux(String);
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+impl Tmux {
+    fn capture(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", &self.0];
+        if escapes {
+            args.push("-e");
+        }
+        String::from_utf8_lossy(&Command::new("tmux").args(&args).output().unwrap().stdout)
+            .to_string()
+    }
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    fn wait_for(&self, what: &str) -> String {
+        for _ in 0..100 {
+            let s = self.capture(false);
+            if s.contains(what) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{what:?} never appeared:\n{}", self.capture(false));
+    }
+}
+
+/// The UI through tmux at 80x24: every layer listed (scrolling), a layer's
+/// files with the right colours, the filter, a too-small terminal, `q`.
+#[test]
+fn ui_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIP: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    images(dir.path());
+    let name = format!("berth-dive-{}", std::process::id());
+    let cmd = format!(
+        "env -u CI BERTH_ROOT={} {} dive docker-archive:{}; echo EXITED=$?; sleep 60",
+        dir.path().join("root").display(),
+        env!("CARGO_BIN_EXE_berth"),
+        dir.path().join("mixed.tar").display()
+    );
+    assert!(Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &cmd
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let t = Tmux(name);
+    t.wait_for("Layers");
+    let commands = [
+        "FROM ",
+        "apt-get install big",
+        "chmod 755",
+        "chown 1000",
+        "rm -rf /var/cache",
+        "rm /etc/group",
+        "opaque /opt/app",
+        "cp dup",
+        "mkdir empty again",
+    ];
+    let mut seen = HashSet::new();
+    for i in 0..commands.len() {
+        let s = t.capture(false);
+        for (j, c) in commands.iter().enumerate() {
+            if s.contains(c) {
+                seen.insert(j);
+            }
+        }
+        assert!(s.contains(&format!("Layer {i} contents")), "{s}");
+        if commands[i] == "rm -rf /var/cache" {
+            // The deleted directory shows, in red, with its files.
+            let e = t.capture(true);
+            let line = e
+                .lines()
+                .find(|l| l.contains("─ cache"))
+                .unwrap_or_else(|| panic!("{s}"));
+            assert!(
+                line.contains("\x1b[31m") || line.contains("38;5;1m"),
+                "{line:?}"
+            );
+        }
+        if commands[i] == "cp dup" {
+            let e = t.capture(true);
+            let line = e
+                .lines()
+                .find(|l| l.contains("─ copy-o"))
+                .unwrap_or_else(|| panic!("{s}"));
+            assert!(
+                line.contains("\x1b[32m") || line.contains("38;5;2m"),
+                "added in green: {line:?}"
+            );
+        }
+        t.keys(&["Down"]);
+    }
+    assert_eq!(seen.len(), commands.len(), "layers seen: {seen:?}");
+    // The filter keeps matching paths (and their directories) only.
+    t.keys(&["Tab", "C-f"]);
+    t.keys(&["passwd", "Enter"]);
+    let s = t.capture(false);
+    assert!(
+        s.contains("passwd") && !s.contains("libbig.so") && !s.contains("group"),
+        "{s}"
+    );
+    // Hide unmodified files: passwd was not touched in the last layer.
+    t.keys(&["C-u"]);
+    let s = t.capture(false);
+    assert!(!s.contains("passwd"), "{s}");
+    // Too small, then back.
+    assert!(Command::new("tmux")
+        .args(["resize-window", "-t", &t.0, "-x", "40", "-y", "10"])
+        .status()
+        .unwrap()
+        .success());
+    t.wait_for("terminal too small");
+    assert!(Command::new("tmux")
+        .args(["resize-window", "-t", &t.0, "-x", "80", "-y", "24"])
+        .status()
+        .unwrap()
+        .success());
+    t.wait_for("Layers");
+    t.keys(&["q"]);
+    t.wait_for("EXITED=0");
+    let alt = Command::new("tmux")
+        .args(["display", "-p", "-t", &t.0, "#{alternate_on}"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&alt.stdout).trim(),
+        "0",
+        "the main screen is back"
+    );
 }
