@@ -366,3 +366,50 @@ fn summary(a: &Analysis) -> String {
 fn short(s: &str) -> &str {
     &s[..s.len().min(15)]
 }
+
+/// `berth build --dive`: dive's CI rules (`rules_file` if it exists, else
+/// dive's defaults) on an image just built, its blobs read from the
+/// store; the report goes to stderr. True when every rule passes.
+pub fn check_built(
+    blobs: &berth_store::BlobStore,
+    manifest: &berth_copy::Fetched,
+    rules_file: &Path,
+) -> Result<bool> {
+    let parsed = berth_oci::ParsedManifest::parse(&manifest.bytes, Some(&manifest.media_type))
+        .map_err(|e| anyhow!("the built manifest: {e}"))?;
+    let config = parsed
+        .config
+        .as_ref()
+        .ok_or_else(|| anyhow!("the built manifest has no config"))?;
+    let mut rules = Rules::default();
+    let color = std::env::var_os("NO_COLOR").is_none();
+    let mut out = String::new();
+    if rules_file.exists() {
+        out.push_str(&format!("  Using CI config: {}\n", rules_file.display()));
+        let text = std::fs::read_to_string(rules_file)
+            .with_context(|| format!("reading {}", rules_file.display()))?;
+        rules
+            .apply_config(&text)
+            .map_err(|e| anyhow!("{}: {e}", rules_file.display()))?;
+    } else {
+        out.push_str("  Using default CI config\n");
+    }
+    let config_bytes = blobs
+        .read(&config.digest)
+        .with_context(|| format!("reading config {}", config.digest))?;
+    let mut analyzer = Analyzer::new(&config_bytes)?;
+    for (i, l) in parsed.layers.iter().enumerate() {
+        let f = blobs
+            .open_blob(&l.digest)
+            .with_context(|| format!("layer {i} ({}) is not in the store", l.digest))?;
+        analyzer
+            .add_layer(l.digest.to_string(), std::io::BufReader::new(f))
+            .with_context(|| format!("layer {i} ({})", l.digest))?;
+    }
+    let analysis = analyzer.finish(None);
+    let verdict = ci::evaluate(&analysis, &rules);
+    out.push_str(&ci::summary_lines(&analysis));
+    out.push_str(&ci::report(&verdict, color));
+    eprintln!("{out}");
+    Ok(verdict.pass)
+}

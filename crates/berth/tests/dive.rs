@@ -872,3 +872,50 @@ fn ui_in_tmux() {
         "the main screen is back"
     );
 }
+
+/// `berth build --dive`: the rules run on the image just built (exit 1
+/// and dive's report when one fails).
+#[test]
+fn build_dive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("big"), bytes(5, 200_000)).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY big /big\nCOPY big /copy\nCOPY big /big\n",
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    let build = |rules: &str| {
+        std::fs::write(dir.path().join(".dive-ci"), rules).unwrap();
+        berth(
+            &[
+                "build",
+                "--dive",
+                "-t",
+                "dive/built:v1",
+                ctx.to_str().unwrap(),
+            ],
+            &root,
+            dir.path(),
+            false,
+        )
+    };
+    let o = build("rules:\n  lowestEfficiency: 0.9\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("namespace") && !o.status.success() && !err.contains("Result:") {
+        println!("SKIP: builds cannot run here: {err}");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Result:FAIL")
+            && err.contains("lowestEfficiency: image efficiency is too low"),
+        "{err}"
+    );
+    let o = build("rules:\n  lowestEfficiency: 0.1\n  highestUserWastedPercent: disabled\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("Result:PASS"), "{err}");
+}
