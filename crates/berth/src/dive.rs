@@ -220,7 +220,7 @@ fn load(
                         if let Ok(found) =
                             berth_copy::resolve_location(src.as_ref(), &local, &opts).await
                         {
-                            return analyse(src.as_ref(), found, None, ignore).await;
+                            return analyse(src.as_ref(), found, None, &[], ignore).await;
                         }
                     }
                 }
@@ -228,33 +228,38 @@ fn load(
         }
         if let Location::DockerArchive { path, .. } = &loc {
             let reader = ArchiveReader::open(path, ArchiveKind::Docker, &opts.root, &opts.archive)?;
-            let ids = archive_layer_ids(reader.staging_dir());
+            let paths = archive_layer_paths(reader.staging_dir());
+            // dive reads a layer file that is a symbolic link (legacy
+            // `docker save` links repeated layers) as an empty layer.
+            let empty: Vec<bool> = paths
+                .iter()
+                .flatten()
+                .map(|p| reader.is_symlink(p))
+                .collect();
+            let ids = paths.map(|v| {
+                v.iter()
+                    .map(|p| p.split('/').next().unwrap_or("").to_string())
+                    .collect()
+            });
             let found = berth_copy::resolve_location(&reader, &loc, &opts).await?;
-            return analyse(&reader, found, ids, ignore).await;
+            return analyse(&reader, found, ids, &empty, ignore).await;
         }
         let src = berth_copy::open(&loc, &opts, false)?;
         let found = berth_copy::resolve_location(src.as_ref(), &loc, &opts).await?;
-        analyse(src.as_ref(), found, None, ignore).await
+        analyse(src.as_ref(), found, None, &[], ignore).await
     })
 }
 
-/// dive's layer `id`s for a docker-archive: the first path component of
-/// each `Layers` entry of `manifest.json` (its first image, as dive).
-fn archive_layer_ids(dir: &Path) -> Option<Vec<String>> {
+/// The `Layers` of a docker-archive's `manifest.json` (its first image,
+/// as dive): dive's layer `id` is each one's first path component.
+fn archive_layer_paths(dir: &Path) -> Option<Vec<String>> {
     let text = std::fs::read(dir.join("archive").join("manifest.json")).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
     let layers = v.get(0)?.get("Layers")?.as_array()?;
     Some(
         layers
             .iter()
-            .map(|l| {
-                l.as_str()
-                    .unwrap_or("")
-                    .split('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(|l| l.as_str().unwrap_or("").to_string())
             .collect(),
     )
 }
@@ -263,6 +268,7 @@ async fn analyse(
     src: &dyn Endpoint,
     (manifest, parsed): (berth_copy::Fetched, berth_oci::ParsedManifest),
     ids: Option<Vec<String>>,
+    empty: &[bool],
     ignore: Option<berth_dive::Ignore<'_>>,
 ) -> Result<Analysis> {
     if parsed.kind != ManifestKind::Image {
@@ -295,6 +301,12 @@ async fn analyse(
             .as_ref()
             .and_then(|v| v.get(i).cloned())
             .unwrap_or_else(|| layer.digest.to_string());
+        if empty.get(i).copied().unwrap_or(false) {
+            analyzer
+                .add_layer(id, std::io::empty())
+                .with_context(|| format!("layer {i}"))?;
+            continue;
+        }
         let data = src.read_blob(&layer.digest, layer.size).await?;
         analyzer = berth_copy::endpoint::sink_blocking(data, move |reader| {
             let mut a = analyzer;

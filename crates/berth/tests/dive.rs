@@ -137,23 +137,39 @@ fn write_archive(path: &Path, steps: &[Step], oci: bool) {
     }))
     .unwrap();
     let mut out = tar::Builder::new(std::fs::File::create(path).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
+    fn put(out: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
         h.set_mtime(0);
         out.append_data(&mut h, name, data).unwrap();
-    };
-    let mut names = Vec::new();
+    }
+    let mut names: Vec<String> = Vec::new();
     for t in &tars {
         if oci {
             let z = gzip(t);
             let n = format!("blobs/sha256/{}", sha(&z));
-            add(&n, &z);
+            put(&mut out, &n, &z);
             names.push(n);
         } else {
-            let n = format!("{}/layer.tar", sha(t));
-            add(&n, t);
+            // As legacy `docker save`: one directory per layer position, a
+            // repeated layer as a symbolic link to the first.
+            let n = format!("{:02}{}/layer.tar", names.len(), &sha(t)[2..]);
+            match tars
+                .iter()
+                .position(|o| o == t)
+                .filter(|&p| p < names.len())
+            {
+                Some(first) => {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    let target = format!("../{}", names[first]);
+                    out.append_link(&mut h, &n, &target).unwrap();
+                }
+                None => put(&mut out, &n, t),
+            }
             names.push(n);
         }
     }
@@ -162,9 +178,13 @@ fn write_archive(path: &Path, steps: &[Step], oci: bool) {
     } else {
         format!("{}.json", sha(&config))
     };
-    add(&cname, &config);
+    put(&mut out, &cname, &config);
     let manifest = json!([{"Config": cname, "RepoTags": ["dive-test:latest"], "Layers": names}]);
-    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    put(
+        &mut out,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
     out.into_inner().unwrap().flush().unwrap();
 }
 
@@ -413,7 +433,17 @@ fn images(dir: &Path) -> Vec<&'static str> {
         many.push(run(&format!("step {l}"), es));
     }
     write_archive(&dir.join("many.tar"), &many, false);
-    vec!["mixed", "mixed-oci", "quirk", "many"]
+
+    // A repeated layer, linked in the archive (dive reads it as empty).
+    let same = vec![file("etc/conf", bytes(30, 3000)), E::Dir("empty", 0o755)];
+    let linked = vec![
+        run("base", vec![file("bin/sh", bytes(31, 5000))]),
+        run("add conf", same.clone()),
+        run("other", vec![file("etc/conf", bytes(32, 100))]),
+        run("add conf again", same),
+    ];
+    write_archive(&dir.join("linked.tar"), &linked, false);
+    vec!["mixed", "mixed-oci", "quirk", "many", "linked"]
 }
 
 #[test]
