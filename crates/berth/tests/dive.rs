@@ -516,6 +516,45 @@ fn berth_figures() {
         .find(|m| m["file"] == "/usr/lib/libsmall.so")
         .unwrap();
     assert_eq!(m["layer"]["command"], "chmod 755 /usr/lib/libsmall.so");
+    // --ignore keeps a path (a glob, or a parent directory) out of every figure.
+    let wasted = b["image"]["inefficientBytes"].as_u64().unwrap();
+    for pattern in [
+        "/usr/lib/libbig.so",
+        "/usr/lib/libb*",
+        "usr/lib/libbig.so",
+        "/usr",
+    ] {
+        let ij = dir.path().join("i.json");
+        let o = berth(
+            &[
+                "dive",
+                &loc,
+                "--json",
+                ij.to_str().unwrap(),
+                "--ignore",
+                pattern,
+            ],
+            &dir.path().join("root"),
+            dir.path(),
+            false,
+        );
+        assert!(o.status.success());
+        let i: Value = serde_json::from_slice(&std::fs::read(&ij).unwrap()).unwrap();
+        let refs: Vec<&str> = i["image"]["fileReference"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["file"].as_str().unwrap())
+            .collect();
+        assert!(!refs.contains(&"/usr/lib/libbig.so"), "{pattern}: {refs:?}");
+        let now = i["image"]["inefficientBytes"].as_u64().unwrap();
+        if pattern == "/usr" {
+            assert!(!refs.iter().any(|r| r.starts_with("/usr/")), "{refs:?}");
+        } else {
+            assert_eq!(now, wasted - 130_000, "{pattern}");
+        }
+        assert_eq!(i["layer"], b["layer"], "layers are not filtered");
+    }
     let dup = &x["duplicateContent"][0];
     assert_eq!(dup["sizeBytes"], 80_000);
     let files: Vec<&str> = dup["files"]
