@@ -38,12 +38,11 @@ struct RawConfig {
 pub enum Error {
     #[error("image config is not valid: {0}")]
     Config(String),
-    #[error("layer {index} ({id}): {source}")]
+    #[error("layer {index} ({id}): {reason}")]
     Layer {
         index: usize,
         id: String,
-        #[source]
-        source: LayerError,
+        reason: LayerError,
     },
 }
 
@@ -161,10 +160,10 @@ impl Analyzer {
                 self.layers.push((id, t));
                 Ok(())
             }
-            Err(source) => Err(Error::Layer {
+            Err(reason) => Err(Error::Layer {
                 index: self.layers.len(),
                 id,
-                source,
+                reason,
             }),
         }
     }

@@ -111,20 +111,31 @@ pub fn read_layer(blob: impl Read) -> Result<LayerTree, LayerError> {
 
 fn stream_error(what: &'static str, e: std::io::Error) -> LayerError {
     let msg = e.to_string();
-    if what == "tar" {
-        LayerError::NotTar(msg)
-    } else if e.kind() == std::io::ErrorKind::InvalidInput
-        || e.kind() == std::io::ErrorKind::InvalidData
-        || e.kind() == std::io::ErrorKind::UnexpectedEof
-    {
-        // The decoder's own complaint, or a tar header that is not one.
-        if msg.contains("header") || msg.contains("checksum") || msg.contains("entire block") {
-            LayerError::NotTar(format!("{what}-compressed, {msg}"))
-        } else {
-            LayerError::Corrupt(what, msg)
-        }
+    // The tar crate quotes the bytes it could not parse: keep it short.
+    let header = msg.contains("cksum") || msg.contains("checksum") || msg.contains("header");
+    let short = if header {
+        "a header is not a tar header".to_string()
     } else {
-        LayerError::Io(e)
+        let mut m: String = msg.chars().take(100).collect();
+        if m.len() < msg.len() {
+            m.push('…');
+        }
+        m
+    };
+    if what == "tar" && (header || msg.contains("entire block")) {
+        LayerError::NotTar(short)
+    } else if header {
+        LayerError::NotTar(format!("{what}-compressed, but {short}"))
+    } else if matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::UnexpectedEof
+    ) || msg.contains("entire block")
+    {
+        LayerError::Corrupt(what, short)
+    } else {
+        LayerError::Io(std::io::Error::new(e.kind(), short))
     }
 }
 

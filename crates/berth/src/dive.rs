@@ -316,7 +316,12 @@ async fn analyse(
             }
         })
         .await?
-        .with_context(|| format!("layer {} ({})", i, layer.digest))?;
+        .map_err(|e| match e {
+            berth_dive::Error::Layer { reason, .. } => {
+                anyhow!("layer {i} ({}): {reason}", layer.digest)
+            }
+            e => anyhow!(e),
+        })?;
     }
     Ok(analyzer.finish(ignore))
 }
@@ -416,7 +421,7 @@ pub fn check_built(
             .with_context(|| format!("layer {i} ({}) is not in the store", l.digest))?;
         analyzer
             .add_layer(l.digest.to_string(), std::io::BufReader::new(f))
-            .with_context(|| format!("layer {i} ({})", l.digest))?;
+            .map_err(|e| anyhow!(e))?;
     }
     let analysis = analyzer.finish(None);
     let verdict = ci::evaluate(&analysis, &rules);
