@@ -64,6 +64,15 @@ pub struct DiveArgs {
     /// Plain HTTP for the registry
     #[arg(long)]
     insecure: bool,
+    /// Extract PATH (a file or a directory) as a layer holds it, instead of the UI
+    #[arg(long, value_name = "PATH")]
+    extract: Option<String>,
+    /// The layer --extract reads (index as in the layers pane) [default: the last]
+    #[arg(long, value_name = "N", requires = "extract")]
+    layer: Option<usize>,
+    /// Where --extract writes (the path is recreated under it)
+    #[arg(long, value_name = "DIR", default_value = ".", requires = "extract")]
+    to: PathBuf,
 }
 
 /// Go's `strconv.ParseBool`, as dive reads `CI`.
@@ -119,6 +128,9 @@ pub fn dive(root: Option<PathBuf>, args: DiveArgs) -> Result<()> {
         print!("{preamble}");
         println!("{}{}", title("Image Source: "), args.image);
         println!("{}", title("Analyzing image..."));
+    }
+    if let Some(path) = &args.extract {
+        return extract(root, &args, path);
     }
     let patterns = args.ignore.clone();
     let ignore = move |path: &str| ignored(&patterns, path);
@@ -185,6 +197,117 @@ fn ignored(patterns: &[String], path: &str) -> bool {
     }
 }
 
+fn copy_options(root: Option<PathBuf>, args: &DiveArgs) -> Result<Options> {
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(|e| anyhow!(e))?,
+        None => Platform::parse("linux/amd64").expect("valid"),
+    };
+    Ok(Options {
+        all: false,
+        platform,
+        jobs: 1,
+        insecure: args.insecure,
+        root: root.unwrap_or_else(berth_store::default_root),
+        archive: berth_copy::ArchiveLimits::from_env(),
+    })
+}
+
+/// `--extract PATH [--layer N] [--to DIR]`: the entries of one layer at
+/// or under PATH, unpacked under DIR with berth-layer's confined unpack
+/// (nothing outside DIR is written or followed; whiteouts are left out;
+/// owners kept only where allowed).
+fn extract(root: Option<PathBuf>, args: &DiveArgs, path: &str) -> Result<()> {
+    let opts = copy_options(root, args)?;
+    let loc = Location::parse(&args.image)?;
+    let want = berth_dive::gofmt::clean_path(path.trim_start_matches('/'));
+    let to = args.to.clone();
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let layer_arg = args.layer;
+    let n =
+        rt.block_on(async move {
+            let src = berth_copy::open(&loc, &opts, false)?;
+            let (_, parsed) = berth_copy::resolve_location(src.as_ref(), &loc, &opts).await?;
+            if parsed.layers.is_empty() {
+                bail!("the image has no layers");
+            }
+            let i = layer_arg.unwrap_or(parsed.layers.len() - 1);
+            let layer = parsed.layers.get(i).ok_or_else(|| {
+                anyhow!(
+                    "--layer {i}: the image has layers 0 to {}",
+                    parsed.layers.len() - 1
+                )
+            })?;
+            let data = src.read_blob(&layer.digest, layer.size).await?;
+            let digest = layer.digest.to_string();
+            berth_copy::endpoint::sink_blocking(data, move |reader| {
+                Ok(extract_from(reader, &want, &to)
+                    .map_err(|e| anyhow!("layer {i} ({digest}): {e:#}")))
+            })
+            .await?
+        })?;
+    if n == 0 {
+        bail!("{path}: not in that layer (nothing extracted)");
+    }
+    eprintln!("extracted {n} entries of {path} to {}", args.to.display());
+    Ok(())
+}
+
+fn extract_from(
+    blob: &mut berth_copy::endpoint::ChannelReader,
+    want: &str,
+    to: &Path,
+) -> Result<u64> {
+    let tar_stream = berth_layer::decompress(blob)?;
+    let mut archive = tar::Archive::new(tar_stream);
+    let scratch = tempfile::tempfile_in(to).context("a scratch file for the extracted entries")?;
+    let mut out = tar::Builder::new(scratch);
+    let mut n = 0u64;
+    for entry in archive.entries()? {
+        let mut e = entry?;
+        let name = berth_dive::gofmt::clean_path(&String::from_utf8_lossy(&e.path_bytes()));
+        let name = name.trim_start_matches('/').to_string();
+        let base = name.rsplit('/').next().unwrap_or("");
+        if base.starts_with(berth_dive::tree::WHITEOUT_PREFIX) {
+            continue;
+        }
+        if !(want == "." || name == want || name.starts_with(&format!("{want}/"))) {
+            continue;
+        }
+        let mut h = e.header().clone();
+        let kind = h.entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = e
+                .link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default();
+            let target = String::from_utf8_lossy(&target).into_owned();
+            if kind.is_hard_link() {
+                // The target must be among what is extracted.
+                let t = berth_dive::gofmt::clean_path(target.trim_start_matches('/'));
+                if !(want == "." || t == want || t.starts_with(&format!("{want}/"))) {
+                    continue;
+                }
+            }
+            out.append_link(&mut h, &name, &target)?;
+        } else {
+            out.append_data(&mut h, &name, &mut e)?;
+        }
+        n += 1;
+    }
+    let mut file = out.into_inner()?;
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut opts = berth_layer::UnpackOptions::new(berth_layer::Whiteouts::Apply);
+    opts.ignore_chown_errors = true;
+    berth_layer::unpack(std::io::BufReader::new(file), to, &opts).map_err(|e| anyhow!("{e}"))?;
+    Ok(n)
+}
+
 /// Resolves the image, reads its config and streams its layers once into
 /// the analyzer.
 fn load(
@@ -192,18 +315,7 @@ fn load(
     args: &DiveArgs,
     ignore: Option<berth_dive::Ignore>,
 ) -> Result<Analysis> {
-    let platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| anyhow!(e))?,
-        None => Platform::parse("linux/amd64").expect("valid"),
-    };
-    let opts = Options {
-        all: false,
-        platform,
-        jobs: 1,
-        insecure: args.insecure,
-        root: root.unwrap_or_else(berth_store::default_root),
-        archive: berth_copy::ArchiveLimits::from_env(),
-    };
+    let opts = copy_options(root, args)?;
     let loc = Location::parse(&args.image)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -988,3 +988,97 @@ fn build_dive() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("Result:PASS"), "{err}");
 }
+
+/// `--extract PATH --layer N --to DIR`: a file and a directory of any
+/// layer, as that layer holds them.
+#[test]
+fn extract() {
+    let dir = tempfile::tempdir().unwrap();
+    images(dir.path());
+    let d = dir.path();
+    let root = d.join("root");
+    let loc = format!("docker-archive:{}", d.join("mixed.tar").display());
+    let to = d.join("out");
+    // The first libbig.so (layer 0), not the one that replaced it.
+    let o = berth(
+        &[
+            "dive",
+            &loc,
+            "--extract",
+            "/usr/lib/libbig.so",
+            "--layer",
+            "0",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &root,
+        d,
+        false,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(to.join("usr/lib/libbig.so")).unwrap(),
+        bytes(3, 50_000)
+    );
+    // A directory, with its symlink and hard link.
+    let o = berth(
+        &[
+            "dive",
+            &loc,
+            "--extract",
+            "usr/lib",
+            "--layer",
+            "0",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &root,
+        d,
+        false,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_link(to.join("usr/lib/liblink.so")).unwrap(),
+        Path::new("libbig.so")
+    );
+    assert_eq!(
+        std::fs::read(to.join("usr/lib/libhard.so")).unwrap(),
+        bytes(4, 3_000)
+    );
+    // The last layer by default; a path the layer lacks is an error.
+    let o = berth(
+        &[
+            "dive",
+            &loc,
+            "--extract",
+            "/etc/passwd",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &root,
+        d,
+        false,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not in that layer"));
+    let o = berth(
+        &[
+            "dive",
+            &loc,
+            "--extract",
+            "/srv",
+            "--layer",
+            "7",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &root,
+        d,
+        false,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(to.join("srv/copy-of-big.so")).unwrap(),
+        bytes(10, 80_000)
+    );
+}
