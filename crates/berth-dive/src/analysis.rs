@@ -38,6 +38,10 @@ struct RawConfig {
 pub enum Error {
     #[error("image config is not valid: {0}")]
     Config(String),
+    #[error("{0}")]
+    Archive(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("layer {index} ({id}): {reason}")]
     Layer {
         index: usize,
@@ -166,6 +170,11 @@ impl Analyzer {
                 reason,
             }),
         }
+    }
+
+    /// Adds a layer already read ([`read_layer`]).
+    pub fn push_layer(&mut self, id: String, tree: LayerTree) {
+        self.layers.push((id, tree));
     }
 
     pub fn finish(self, ignore: Option<Ignore>) -> Analysis {

@@ -12,12 +12,14 @@
 //! - [`layer`]: one layer stream -> its tree.
 //! - [`analysis`]: efficiency, wasted bytes, history pairing, berth's
 //!   reclaimable / duplicate / metadata-only figures.
+//! - [`archive`]: a docker-archive analysed in one pass, as dive reads it.
 //! - [`export`]: dive's `--json` schema (+ the `berth` object).
 //! - [`ci`]: dive's CI rules, `.dive-ci`, the report.
 //! - [`gosort`], [`gofmt`]: Go's `sort.Sort` and formatting, where dive's
 //!   output depends on them.
 
 pub mod analysis;
+pub mod archive;
 pub mod ci;
 pub mod export;
 pub mod gofmt;

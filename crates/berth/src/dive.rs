@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_copy::{ArchiveKind, ArchiveReader, Endpoint, Location, Options, Platform};
+use berth_copy::{Endpoint, Location, Options, Platform};
 use berth_dive::ci::{self, Rules};
 use berth_dive::{Analysis, Analyzer};
 use berth_oci::ManifestKind;
@@ -338,42 +338,18 @@ fn load(
                 }
             }
         }
-        if let Location::DockerArchive { path, .. } = &loc {
-            let reader = ArchiveReader::open(path, ArchiveKind::Docker, &opts.root, &opts.archive)?;
-            let paths = archive_layer_paths(reader.staging_dir());
-            // dive reads a layer file that is a symbolic link (legacy
-            // `docker save` links repeated layers) as an empty layer.
-            let empty: Vec<bool> = paths
-                .iter()
-                .flatten()
-                .map(|p| reader.is_symlink(p))
-                .collect();
-            let ids = paths.map(|v| {
-                v.iter()
-                    .map(|p| p.split('/').next().unwrap_or("").to_string())
-                    .collect()
-            });
-            let found = berth_copy::resolve_location(&reader, &loc, &opts).await?;
-            return analyse(&reader, found, ids, &empty, ignore).await;
+        if let Location::DockerArchive { path, reference } = &loc {
+            // One pass over the archive, as dive reads it: nothing staged.
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open archive {}", path.display()))?;
+            let name = reference.as_ref().map(|r| r.familiar());
+            return berth_dive::archive::analyze_docker_archive(file, name.as_deref(), ignore)
+                .map_err(|e| anyhow!(e).context(format!("archive {}", path.display())));
         }
         let src = berth_copy::open(&loc, &opts, false)?;
         let found = berth_copy::resolve_location(src.as_ref(), &loc, &opts).await?;
         analyse(src.as_ref(), found, None, &[], ignore).await
     })
-}
-
-/// The `Layers` of a docker-archive's `manifest.json` (its first image,
-/// as dive): dive's layer `id` is each one's first path component.
-fn archive_layer_paths(dir: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read(dir.join("archive").join("manifest.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let layers = v.get(0)?.get("Layers")?.as_array()?;
-    Some(
-        layers
-            .iter()
-            .map(|l| l.as_str().unwrap_or("").to_string())
-            .collect(),
-    )
 }
 
 async fn analyse(
