@@ -317,6 +317,14 @@ fn load(
 ) -> Result<Analysis> {
     let opts = copy_options(root, args)?;
     let loc = Location::parse(&args.image)?;
+    if let Location::DockerArchive { path, reference } = &loc {
+        // One pass over the archive, as dive reads it: nothing staged.
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open archive {}", path.display()))?;
+        let name = reference.as_ref().map(|r| r.familiar());
+        return berth_dive::archive::analyze_docker_archive(file, name.as_deref(), ignore)
+            .map_err(|e| anyhow!(e).context(format!("archive {}", path.display())));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -337,14 +345,6 @@ fn load(
                     }
                 }
             }
-        }
-        if let Location::DockerArchive { path, reference } = &loc {
-            // One pass over the archive, as dive reads it: nothing staged.
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open archive {}", path.display()))?;
-            let name = reference.as_ref().map(|r| r.familiar());
-            return berth_dive::archive::analyze_docker_archive(file, name.as_deref(), ignore)
-                .map_err(|e| anyhow!(e).context(format!("archive {}", path.display())));
         }
         let src = berth_copy::open(&loc, &opts, false)?;
         let found = berth_copy::resolve_location(src.as_ref(), &loc, &opts).await?;
