@@ -43,6 +43,20 @@ struct FileReference {
 
 /// The document: dive's schema, and with `with_berth` the `berth` object.
 pub fn to_json(a: &Analysis, with_berth: bool) -> serde_json::Value {
+    serde_json::to_value(document(a, with_berth)).expect("serialisable")
+}
+
+/// [`to_json`] written (indented, as dive writes it) straight to `w`,
+/// without building the document in memory first.
+pub fn write_json(
+    a: &Analysis,
+    with_berth: bool,
+    w: impl std::io::Write,
+) -> serde_json::Result<()> {
+    serde_json::to_writer_pretty(w, &document(a, with_berth))
+}
+
+fn document(a: &Analysis, with_berth: bool) -> Export<'_> {
     let layer = a
         .layers
         .iter()
@@ -81,7 +95,7 @@ pub fn to_json(a: &Analysis, with_berth: bool) -> serde_json::Value {
         },
         berth: with_berth.then(|| berth_object(a)),
     };
-    serde_json::to_value(e).expect("serialisable")
+    e
 }
 
 fn layer_ref(a: &Analysis, i: usize) -> serde_json::Value {

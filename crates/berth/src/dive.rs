@@ -145,10 +145,14 @@ pub fn dive(root: Option<PathBuf>, args: DiveArgs) -> Result<()> {
     )?;
 
     if let Some(file) = &args.json {
-        let doc = berth_dive::export::to_json(&analysis, !args.dive_only);
-        let mut text = serde_json::to_vec_pretty(&doc)?;
-        text.push(b'\n');
-        write_file(file, &text)?;
+        let f =
+            std::fs::File::create(file).with_context(|| format!("writing {}", file.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        berth_dive::export::write_json(&analysis, !args.dive_only, &mut w)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(w.write_all(b"\n")?))
+            .and_then(|()| Ok(w.flush()?))
+            .with_context(|| format!("writing {}", file.display()))?;
         return Ok(());
     }
     if ci_mode {
@@ -172,10 +176,6 @@ pub fn dive(root: Option<PathBuf>, args: DiveArgs) -> Result<()> {
     // Not a terminal: the same panes as text.
     print!("{}", summary(&analysis));
     Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--ignore`: a pattern matches the path (with or without its leading
