@@ -124,9 +124,6 @@ struct Extracted {
     /// Links (symbolic or hard) by their path, to their target's path, both
     /// relative to the archive root.
     links: HashMap<PathBuf, PathBuf>,
-    /// Which of `links` are symbolic (dive reads those layer files as
-    /// empty, and `berth dive` must count what dive counts).
-    symlinks: std::collections::HashSet<PathBuf>,
     archive: PathBuf,
 }
 
@@ -190,7 +187,6 @@ impl Extracted {
         let content = dir.path().join("archive");
         fs::create_dir(&content)?;
         let mut links = HashMap::new();
-        let mut symlinks = std::collections::HashSet::new();
         // PAX records and long names are held in memory by the tar crate:
         // bounded, as is the data it skips.
         let (reader, budget) =
@@ -261,7 +257,6 @@ impl Extracted {
                         fs::create_dir_all(parent)?;
                     }
                     links.remove(&rel);
-                    symlinks.remove(&rel);
                     // A name seen twice: the later entry wins, as with tar.
                     match fs::remove_file(&dest) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
@@ -303,11 +298,6 @@ impl Extracted {
                     };
                     let resolved =
                         normalize(&joined).ok_or_else(|| bad("a link pointing outside"))?;
-                    if kind == tar::EntryType::Symlink {
-                        symlinks.insert(rel.clone());
-                    } else {
-                        symlinks.remove(&rel);
-                    }
                     links.insert(rel, resolved);
                 }
                 tar::EntryType::XGlobalHeader
@@ -323,7 +313,6 @@ impl Extracted {
         Ok(Extracted {
             dir,
             links,
-            symlinks,
             archive: archive.to_path_buf(),
         })
     }
@@ -504,12 +493,6 @@ impl ArchiveReader {
     /// Where the archive's files are staged (for tests and diagnostics).
     pub fn staging_dir(&self) -> &Path {
         self.extracted.dir.path()
-    }
-
-    /// Whether the archive holds `name` (relative to its root) as a
-    /// symbolic link (legacy `docker save` links repeated layers).
-    pub fn is_symlink(&self, name: &str) -> bool {
-        normalize(Path::new(name)).is_some_and(|p| self.extracted.symlinks.contains(&p))
     }
 
     fn docker(ex: &Extracted) -> Result<ReaderKind> {
