@@ -535,7 +535,7 @@ mod tests {
     /// whiteout of a missing path stops that layer's count.
     #[test]
     fn dive_quirks() {
-        let layers = vec![
+        let layers = [
             tar(&[
                 ("etc", b'5', 0, 0o755),
                 ("etc/a", b'0', 1000, 0o644),
