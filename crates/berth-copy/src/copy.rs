@@ -241,6 +241,16 @@ pub async fn copy_endpoints(
     copy_resolved(source, destination, top, parsed, name, opts, progress).await
 }
 
+/// The image a location names in an opened `source`: its manifest, or
+/// `opts.platform`'s child of an index.
+pub async fn resolve_location(
+    source: &dyn Endpoint,
+    src: &Location,
+    opts: &Options,
+) -> Result<(Fetched, ParsedManifest)> {
+    resolve(source, src, &source_reference(src), opts).await
+}
+
 /// The source manifest: the image itself, or `opts.platform`'s child of an
 /// index unless `opts.all`.
 async fn resolve(

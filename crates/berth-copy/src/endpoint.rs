@@ -112,8 +112,9 @@ pub fn file_stream(file: std::fs::File) -> ByteStream {
     .boxed()
 }
 
-/// Feeds `data` to a blocking writer through a bounded channel.
-async fn sink_blocking<T, F>(mut data: ByteStream, write: F) -> Result<T>
+/// Feeds `data` to a blocking writer (or reader: `berth dive` reads layer
+/// streams with it) through a bounded channel.
+pub async fn sink_blocking<T, F>(mut data: ByteStream, write: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut ChannelReader) -> Result<T> + Send + 'static,

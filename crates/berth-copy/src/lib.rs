@@ -22,7 +22,10 @@ pub mod staging;
 
 pub use archive::{ArchiveImage, ArchiveKind, ArchiveReader, ArchiveWriter};
 pub use archive::{ArchiveLimits, DEFAULT_MAX_ARCHIVE_BYTES, MAX_ARCHIVE_BYTES_ENV};
-pub use copy::{copy, copy_endpoints, open, Event, Options, Platform, MAX_INDEX_DEPTH, MAX_LAYERS};
+pub use copy::{
+    copy, copy_endpoints, open, resolve_location, Event, Options, Platform, MAX_INDEX_DEPTH,
+    MAX_LAYERS,
+};
 pub use endpoint::{Endpoint, Fetched, Target};
 pub use location::{Location, LocationError};
 

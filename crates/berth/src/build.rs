@@ -68,6 +68,12 @@ pub struct BuildArgs {
     /// Write build result metadata (digests, names) as JSON to this file
     #[arg(long)]
     metadata_file: Option<PathBuf>,
+    /// Check the built image against dive's CI rules (`berth dive --ci`); exit 1 if one fails
+    #[arg(long, visible_alias = "check-efficiency")]
+    dive: bool,
+    /// The rules file for --dive (YAML `rules:` as dive's)
+    #[arg(long, value_name = "FILE", default_value = berth_dive::ci::DEFAULT_CONFIG_FILE)]
+    dive_config: PathBuf,
     /// Steps doing berth-side work (unpacking, copying, diffing, compressing) at once [default: number of CPUs]; RUN processes themselves are not throttled, as with BuildKit
     #[arg(long)]
     jobs: Option<usize>,
@@ -446,6 +452,21 @@ pub fn build(root: PathBuf, ns: &berth_sandbox::NamespaceInfo, args: BuildArgs) 
         );
         for n in &names_done {
             eprintln!("#0 naming to {n} done");
+        }
+    }
+    if args.dive {
+        if let Some(rc) = &remote_cache {
+            // Layers the cache only named come in to be read.
+            rt.block_on(rc.fetch_all(&result.image.blobs, &result.layers))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        let pass = crate::dive::check_built(
+            &result.image.blobs,
+            &result.image.manifest,
+            &args.dive_config,
+        )?;
+        if !pass {
+            std::process::exit(1);
         }
     }
     Ok(())

@@ -145,6 +145,9 @@ fn classify_one(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
     if let Some(e) = e.downcast_ref::<berth_layout::LayoutError>() {
         return layout_error(e);
     }
+    if let Some(berth_dive::Error::NotFound(_)) = e.downcast_ref::<berth_dive::Error>() {
+        return Some(Failure::NotFound);
+    }
     None
 }
 

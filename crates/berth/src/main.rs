@@ -7,6 +7,8 @@ mod build_progress;
 mod builder;
 mod containers;
 mod copy;
+mod dive;
+mod dive_ui;
 mod exit;
 mod fs_output;
 mod images;
@@ -115,6 +117,8 @@ enum Command {
     Exec(containers::ExecArgs),
     /// Copy files between a container and the local filesystem (CONTAINER:PATH)
     Cp(containers::CpArgs),
+    /// Analyse an image's layers and wasted space like dive (--json, CI rules)
+    Dive(dive::DiveArgs),
 }
 
 fn init_logging(level: &str) {
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
         | Command::Wait(_)
         | Command::Exec(_)
         | Command::Cp(_) => unreachable!("handled above"),
+        Command::Dive(args) => dive::dive(cli_root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
