@@ -35,7 +35,10 @@ pub fn run_observed(
     on_started: &mut dyn FnMut(u32),
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<ExitStatus> {
-    let spec = checked(spec)?;
+    let mut spec = checked(spec)?;
+    if spec.security.seccomp && spec.seccomp_bpf.is_none() {
+        spec.seccomp_bpf = Some(cached_seccomp_bpf(&spec.security.capabilities)?);
+    }
     let input = serde_json::to_vec(&spec)
         .map_err(|e| SandboxError::InvalidSpec(format!("encoding the spec: {e}")))?;
 
@@ -212,6 +215,26 @@ fn absolute(what: &str, p: &Path) -> Result<PathBuf> {
 /// Validate the spec and make every host path absolute and symlink-free: the
 /// helper reaches them through its old root, where absolute symlinks would
 /// point at the wrong tree.
+/// Docker's profile compiled for `caps`, once per capability set and
+/// process: compiling it costs ~15 ms, which a build would otherwise pay
+/// in every RUN step's helper.
+fn cached_seccomp_bpf(caps: &[u32]) -> Result<Vec<u8>> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CACHE: Mutex<Option<HashMap<Vec<u32>, Vec<u8>>>> = Mutex::new(None);
+    let mut key = caps.to_vec();
+    key.sort_unstable();
+    key.dedup();
+    let mut cache = CACHE.lock().expect("seccomp cache lock");
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(bpf) = cache.get(&key) {
+        return Ok(bpf.clone());
+    }
+    let bpf = crate::compile_seccomp(caps)?;
+    cache.insert(key, bpf.clone());
+    Ok(bpf)
+}
+
 fn checked(spec: &RunSpec) -> Result<RunSpec> {
     let mut s = spec.clone();
     if s.args.is_empty() {

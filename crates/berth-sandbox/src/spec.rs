@@ -43,7 +43,8 @@ pub struct RunSpec {
     pub readonly_root: bool,
     /// The seccomp program for `security`, compiled ahead by
     /// [`crate::compile_seccomp`] (a caller that runs many processes caches
-    /// it; compiling takes ~15 ms). `None`: compiled in the helper.
+    /// it; compiling takes ~15 ms). `None`: [`crate::run`] compiles it, once
+    /// per process and capability set.
     #[serde(default)]
     pub seccomp_bpf: Option<Vec<u8>>,
     /// Share namespaces of a running process (another container's main
