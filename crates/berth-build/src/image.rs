@@ -146,24 +146,8 @@ pub async fn resolve_base(
             config.os, config.architecture
         )));
     }
-    let layers = parsed
-        .layers
-        .iter()
-        .zip(config.rootfs.diff_ids.iter())
-        .map(|(d, diff_id)| LayerRef {
-            diff_id: diff_id.clone(),
-            digest: d.digest.clone(),
-            size: d.size,
-            media_type: d.media_type.clone(),
-        })
-        .collect::<Vec<_>>();
-    if layers.len() != parsed.layers.len() || layers.len() != config.rootfs.diff_ids.len() {
-        return Err(BuildError::Base(format!(
-            "{name}: the manifest has {} layers but the config {} diff_ids",
-            parsed.layers.len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
+    let layers = layer_refs(&parsed.layers, &config)
+        .map_err(|e| BuildError::Base(format!("{name}: {e}")))?;
     Ok(BaseImage {
         name: name.to_string(),
         manifest_digest: top.digest,
@@ -332,6 +316,31 @@ impl Endpoint for BuiltImage {
 }
 
 /// The descriptor of a stored layer, for callers that need one.
+/// An image's layers, each descriptor paired with its config's diff_id;
+/// an error if the manifest and the config disagree on how many there are.
+pub fn layer_refs(
+    layers: &[Descriptor],
+    config: &ImageConfig,
+) -> std::result::Result<Vec<LayerRef>, String> {
+    if layers.len() != config.rootfs.diff_ids.len() {
+        return Err(format!(
+            "the manifest has {} layers but the config {} diff_ids",
+            layers.len(),
+            config.rootfs.diff_ids.len()
+        ));
+    }
+    Ok(layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(d, diff_id)| LayerRef {
+            diff_id: diff_id.clone(),
+            digest: d.digest.clone(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+        })
+        .collect())
+}
+
 pub fn descriptor(l: &LayerRef) -> Descriptor {
     Descriptor {
         media_type: l.media_type.clone(),

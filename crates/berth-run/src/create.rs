@@ -149,24 +149,8 @@ fn resolve_image(root: &Path, name: &str) -> Result<(Image, berth_root::LocalRoo
             config.os, config.architecture
         )));
     }
-    if parsed.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(Error::Failed(format!(
-            "{name}: the manifest has {} layers but the config {} diff_ids",
-            parsed.layers.len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
-    let layers = parsed
-        .layers
-        .iter()
-        .zip(config.rootfs.diff_ids.iter())
-        .map(|(d, diff_id)| LayerRef {
-            diff_id: diff_id.clone(),
-            digest: d.digest.clone(),
-            size: d.size,
-            media_type: d.media_type.clone(),
-        })
-        .collect();
+    let layers = berth_build::image::layer_refs(&parsed.layers, &config)
+        .map_err(|e| Error::Failed(format!("{name}: {e}")))?;
     let img = Image {
         config_digest: config_desc.digest,
         config,
