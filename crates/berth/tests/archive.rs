@@ -784,14 +784,19 @@ fn signals_during_a_load_leave_nothing_behind() {
             1,
             "the archive is being staged in the root"
         );
-        let writer = (!stall).then(|| {
-            std::thread::spawn(move || {
+        // A stalled sender keeps the pipe open and sends nothing: closing it
+        // would be an end of file, which berth rightly reports as truncation.
+        let (writer, _stalled_pipe) = if stall {
+            (None, Some(stdin))
+        } else {
+            let feeder = std::thread::spawn(move || {
                 // Keep feeding until the pipe breaks.
                 while stdin.write_all(&chunk).is_ok() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-            })
-        });
+            });
+            (Some(feeder), None)
+        };
         let started = Instant::now();
         run(Command::new("kill")
             .arg(format!("-{signal}"))
